@@ -1,0 +1,20 @@
+//! `focus-core`: FocusLLM's inference logic, independent of any model code.
+//!
+//! A long input is cut ([`Plan`]) into memory chunks of `S` tokens and a local window of
+//! the last `W` tokens. Each chunk gets a dynamic prompt appended (BOS and the last
+//! `min(512, S, W)` tokens); its last token, the *candidate*, runs through extra attention
+//! projections. The candidates' keys and values of all chunks, decoded in parallel,
+//! become a prefix the local window attends to. [`Session`] drives this through the
+//! [`CondensingModel`] trait: prefill, then one step per generated token.
+//!
+//! Reference: Li et al., *FocusLLM*, arXiv 2408.11745 (ACL 2025).
+
+pub mod config;
+pub mod error;
+pub mod sample;
+pub mod session;
+
+pub use config::{FocusConfig, Plan};
+pub use error::{Error, Result};
+pub use sample::Sampler;
+pub use session::{CondensingModel, Session};

@@ -1,0 +1,146 @@
+//! The FocusLLM generation state machine: prefill (chunks in batches, then the local
+//! pass), then one step per generated token.
+
+use crate::config::{FocusConfig, Plan};
+use crate::error::{Error, Result};
+
+/// What FocusLLM needs from a decoder. `focus-model` implements it for the Llama
+/// decoder; the tests of this crate implement it with a fake that records calls.
+///
+/// "Batch" below means several chunks of equal length decoded in one pass.
+pub trait CondensingModel {
+    /// Key/value cache of one sequence or of a batch of equally long sequences.
+    type Cache;
+    /// Candidate keys/values of a batch of chunks (one candidate per chunk, every layer).
+    type Candidates;
+    /// Next-token logits.
+    type Logits;
+
+    /// Prefills a batch of chunk inputs (equal lengths, positions `0..n`); the last row of
+    /// each is the candidate. Returns the caches of rows `0..n-1` and the candidates.
+    fn prefill_chunks(&self, rows: &[Vec<u32>]) -> (Self::Cache, Self::Candidates);
+
+    /// One decode step of a batch of chunks: feeds `prev` (base projections) and `next`
+    /// (the new candidate) after `cache`, appends `prev` to the cache, returns candidates.
+    fn step_chunks(&self, cache: &mut Self::Cache, prev: u32, next: u32) -> Self::Candidates;
+
+    /// The local pass: `ids` after the candidates of all chunks (in chunk order, at
+    /// positions `0..C`), causally; returns the last row's logits.
+    fn local_pass(&self, candidates: &[&Self::Candidates], ids: &[u32]) -> Self::Logits;
+
+    /// Plain decoding (no memory): prefill `ids`, return logits and a cache.
+    fn prefill(&self, ids: &[u32]) -> (Self::Logits, Self::Cache);
+
+    /// Plain decoding: feed one token after `cache`.
+    fn step(&self, cache: &mut Self::Cache, token: u32) -> Self::Logits;
+}
+
+/// A batch of chunks and its cache.
+struct Group<M: CondensingModel> {
+    cache: M::Cache,
+    candidates: M::Candidates,
+}
+
+enum Mode<M: CondensingModel> {
+    /// The input fit in the local window: a plain KV-cached decoder.
+    Plain(M::Cache),
+    /// Memory chunks in batches, and the growing local input.
+    Memory { groups: Vec<Group<M>>, local: Vec<u32> },
+}
+
+/// The state of one FocusLLM generation.
+pub struct Session<'m, M: CondensingModel> {
+    model: &'m M,
+    plan: Plan,
+    mode: Mode<M>,
+    /// The token whose candidate the chunks hold (the last token fed).
+    last: u32,
+    generated: Vec<u32>,
+}
+
+impl<M: CondensingModel> std::fmt::Debug for Session<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("plan", &self.plan)
+            .field("uses_memory", &self.uses_memory())
+            .field("generated", &self.generated)
+            .finish()
+    }
+}
+
+impl<'m, M: CondensingModel> Session<'m, M> {
+    /// Runs the prefill of `ids` and returns the session and the next-token logits.
+    ///
+    /// `progress` is called after each chunk batch with (chunks done, total).
+    pub fn prefill(
+        model: &'m M,
+        cfg: &FocusConfig,
+        bos: u32,
+        ids: &[u32],
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<(Self, M::Logits)> {
+        let plan = Plan::new(ids, cfg, bos)?;
+        let last = *ids.last().ok_or_else(|| Error::Input("empty input".into()))?;
+        if plan.num_chunks() == 0 {
+            let local = plan.local_input(ids, bos);
+            let (logits, cache) = model.prefill(&local);
+            let s = Self { model, plan, mode: Mode::Plain(cache), last, generated: Vec::new() };
+            return Ok((s, logits));
+        }
+        let total = plan.num_chunks();
+        let mut groups = Vec::new();
+        for batch in plan.batches(cfg.max_batch) {
+            let rows: Vec<Vec<u32>> = batch.clone().map(|j| plan.chunk_input(ids, j)).collect();
+            let (cache, candidates) = model.prefill_chunks(&rows);
+            groups.push(Group { cache, candidates });
+            progress(batch.end, total);
+        }
+        let local = plan.local_input(ids, bos);
+        let cands: Vec<&M::Candidates> = groups.iter().map(|g| &g.candidates).collect();
+        let logits = model.local_pass(&cands, &local);
+        let s = Self { model, plan, mode: Mode::Memory { groups, local }, last, generated: Vec::new() };
+        Ok((s, logits))
+    }
+
+    /// Feeds the token chosen after the last logits; returns the next logits.
+    pub fn step(&mut self, token: u32) -> M::Logits {
+        let model = self.model;
+        let logits = match &mut self.mode {
+            Mode::Plain(cache) => model.step(cache, token),
+            Mode::Memory { groups, local } => {
+                for g in groups.iter_mut() {
+                    g.candidates = model.step_chunks(&mut g.cache, self.last, token);
+                }
+                local.push(token);
+                let cands: Vec<&M::Candidates> = groups.iter().map(|g| &g.candidates).collect();
+                model.local_pass(&cands, local)
+            }
+        };
+        self.last = token;
+        self.generated.push(token);
+        logits
+    }
+
+    /// How the input was split.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Tokens fed with [`step`](Self::step) so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+
+    /// Whether the memory is in use (the input was longer than the local window).
+    pub fn uses_memory(&self) -> bool {
+        matches!(self.mode, Mode::Memory { .. })
+    }
+
+    /// The chunk caches, batch by batch (for inspection and tests).
+    pub fn chunk_caches(&self) -> Vec<&M::Cache> {
+        match &self.mode {
+            Mode::Plain(_) => Vec::new(),
+            Mode::Memory { groups, .. } => groups.iter().map(|g| &g.cache).collect(),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The session logic against a fake model that records what it is asked to compute:
+//! which tokens sit at which positions in each chunk cache, and what the local pass sees.
+
+use std::cell::RefCell;
+
+use focus_core::{CondensingModel, FocusConfig, Plan, Session};
+
+const BOS: u32 = 1_000_000;
+
+/// A cache row: (token, position) pairs. A candidate: (token, position, first token of its chunk).
+type Row = Vec<(u32, usize)>;
+
+#[derive(Default)]
+struct Fake {
+    /// Every local pass: the candidates it saw and its ids.
+    local_calls: RefCell<Vec<(Vec<(u32, usize, u32)>, Vec<u32>)>>,
+    /// Sizes of the chunk batches run at prefill.
+    batch_sizes: RefCell<Vec<usize>>,
+}
+
+impl CondensingModel for Fake {
+    type Cache = Vec<Row>;
+    type Candidates = Vec<(u32, usize, u32)>;
+    type Logits = usize;
+
+    fn prefill_chunks(&self, rows: &[Vec<u32>]) -> (Self::Cache, Self::Candidates) {
+        self.batch_sizes.borrow_mut().push(rows.len());
+        let n = rows[0].len();
+        assert!(rows.iter().all(|r| r.len() == n), "a batch holds equal lengths");
+        let cache = rows.iter().map(|r| r[..n - 1].iter().copied().zip(0..).collect()).collect();
+        let cands = rows.iter().map(|r| (r[n - 1], n - 1, r[0])).collect();
+        (cache, cands)
+    }
+
+    fn step_chunks(&self, cache: &mut Self::Cache, prev: u32, next: u32) -> Self::Candidates {
+        cache
+            .iter_mut()
+            .map(|row| {
+                let p = row.len();
+                row.push((prev, p));
+                (next, p + 1, row[0].0)
+            })
+            .collect()
+    }
+
+    fn local_pass(&self, candidates: &[&Self::Candidates], ids: &[u32]) -> usize {
+        let all: Vec<_> = candidates.iter().flat_map(|c| c.iter().copied()).collect();
+        self.local_calls.borrow_mut().push((all, ids.to_vec()));
+        ids.len()
+    }
+
+    fn prefill(&self, ids: &[u32]) -> (usize, Self::Cache) {
+        (ids.len(), vec![ids.iter().copied().zip(0..).collect()])
+    }
+
+    fn step(&self, cache: &mut Self::Cache, token: u32) -> usize {
+        let p = cache[0].len();
+        cache[0].push((token, p));
+        p + 1
+    }
+}
+
+fn input(len: usize) -> Vec<u32> {
+    std::iter::once(BOS).chain(1..len as u32).collect()
+}
+
+#[test]
+fn plan_covers_every_token_once_in_order() {
+    for (len, w, s) in [(100, 30, 16), (100, 30, 7), (31, 30, 16), (30, 30, 16), (5, 30, 16), (1000, 64, 64)] {
+        let ids = input(len);
+        let cfg = FocusConfig::new(w, s);
+        let plan = Plan::new(&ids, &cfg, BOS).unwrap();
+        let mut covered: Vec<usize> = plan.chunks.iter().flat_map(|c| c.clone()).collect();
+        covered.extend(plan.local.clone());
+        assert_eq!(covered, (0..len).collect::<Vec<_>>(), "len {len} w {w} s {s}");
+        assert_eq!(plan.num_chunks(), len.saturating_sub(w).div_ceil(s));
+        assert!(plan.chunks.iter().all(|c| c.len() <= s && !c.is_empty()));
+        let p = 512.min(s).min(w).min(len);
+        assert_eq!(plan.prompt[0], BOS);
+        assert_eq!(&plan.prompt[1..], &ids[len - p..]);
+    }
+}
+
+#[test]
+fn prefill_and_steps_follow_the_spec() {
+    let (len, w, s) = (100, 30, 16); // M = 70 -> chunks 16,16,16,16,6; p = 16
+    let ids = input(len);
+    let cfg = FocusConfig::new(w, s).with_max_batch(3);
+    let fake = Fake::default();
+    let (mut session, _) = Session::prefill(&fake, &cfg, BOS, &ids, |_, _| {}).unwrap();
+    assert_eq!(*fake.batch_sizes.borrow(), vec![3, 1, 1]);
+    let plan = session.plan().clone();
+    let p = 16;
+    let generated = [7001, 7002, 7003];
+    for t in 0..=generated.len() {
+        if t > 0 {
+            session.step(generated[t - 1]);
+        }
+        // Chunk caches: chunk ‖ BOS ‖ last p tokens (without the current candidate) ‖ g_1..g_{t-1}.
+        let rows: Vec<&Row> = session.chunk_caches().into_iter().flatten().collect();
+        assert_eq!(rows.len(), 5);
+        for (j, row) in rows.iter().enumerate() {
+            let mut expected: Vec<u32> = ids[plan.chunks[j].clone()].to_vec();
+            expected.push(BOS);
+            expected.extend(&ids[len - p..]);
+            expected.extend(&generated[..t]);
+            expected.pop(); // the newest token is the candidate, not in the cache
+            let tokens: Vec<u32> = row.iter().map(|x| x.0).collect();
+            assert_eq!(tokens, expected, "chunk {j} at step {t}");
+            assert!(row.iter().enumerate().all(|(i, x)| x.1 == i), "positions 0.. in chunk {j}");
+        }
+        // The local pass: candidates in chunk order, each the newest token at the next position.
+        let calls = fake.local_calls.borrow();
+        let (cands, local) = calls.last().unwrap();
+        let newest = if t == 0 { ids[len - 1] } else { generated[t - 1] };
+        for (j, c) in cands.iter().enumerate() {
+            assert_eq!(c.0, newest);
+            assert_eq!(c.1, rows[j].len(), "candidate follows its cache");
+            assert_eq!(c.2, ids[plan.chunks[j].start], "chunk order");
+        }
+        let mut expected_local = vec![BOS];
+        expected_local.extend(&ids[len - w..]);
+        expected_local.extend(&generated[..t]);
+        assert_eq!(local, &expected_local);
+    }
+}
+
+#[test]
+fn batch_cap_does_not_change_what_is_computed() {
+    let ids = input(333);
+    let run = |b| {
+        let fake = Fake::default();
+        let (mut s, _) = Session::prefill(&fake, &FocusConfig::new(40, 25).with_max_batch(b), BOS, &ids, |_, _| {}).unwrap();
+        s.step(5);
+        s.step(6);
+        fake.local_calls.into_inner()
+    };
+    let one = run(1);
+    assert_eq!(one, run(4));
+    assert_eq!(one, run(100));
+}
+
+#[test]
+fn short_input_is_plain_decoding() {
+    let fake = Fake::default();
+    let ids = input(20);
+    let (mut s, logits) = Session::prefill(&fake, &FocusConfig::new(20, 8), BOS, &ids, |_, _| {}).unwrap();
+    assert!(!s.uses_memory());
+    assert_eq!(logits, 20);
+    assert_eq!(s.step(9), 21);
+    assert!(fake.local_calls.borrow().is_empty());
+}
+
+#[test]
+fn bad_settings_and_empty_input_are_errors() {
+    let fake = Fake::default();
+    assert!(Session::prefill(&fake, &FocusConfig::new(0, 8), BOS, &input(5), |_, _| {}).is_err());
+    assert!(Session::prefill(&fake, &FocusConfig::new(8, 0), BOS, &input(50), |_, _| {}).is_err());
+    assert!(Session::prefill(&fake, &FocusConfig::new(8, 8), BOS, &[], |_, _| {}).is_err());
+}

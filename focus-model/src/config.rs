@@ -1,0 +1,242 @@
+//! Model configuration: the HF `config.json` as written on disk, and the resolved,
+//! validated [`LlamaConfig`] the model is built from.
+
+use std::path::Path;
+
+use burn::config::Config;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// `rope_scaling` (transformers 4) or `rope_parameters` (transformers 5) as HF writes it.
+/// Only the `llama3` type changes the frequencies.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HfRopeScaling {
+    /// `"llama3"` (also accepted as `type`); `"default"` means none.
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    /// Context-extension factor.
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// Wavelengths shorter than `original / high_freq_factor` keep their frequency.
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    /// Wavelengths longer than `original / low_freq_factor` are divided by `factor`.
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    /// Context length of the original pre-training.
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+    /// RoPE base (transformers 5 keeps it here).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+}
+
+/// A Llama-family `config.json`, field for field (unknown fields are ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HfLlamaConfig {
+    /// `["LlamaForCausalLM"]` for the supported family.
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// `"llama"` (also accepted: `"mistral"` without sliding window, `"smollm"`).
+    #[serde(default)]
+    pub model_type: Option<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<HfRopeScaling>,
+    #[serde(default)]
+    pub rope_parameters: Option<HfRopeScaling>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default)]
+    pub bos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+}
+
+fn default_max_pos() -> usize {
+    2048
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+/// Frequency scaling of Llama 3.1 (`rope_scaling.rope_type == "llama3"`).
+#[derive(Config, Debug, PartialEq)]
+pub struct Llama3Scaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+/// Resolved decoder configuration: no optional fields, checked for consistency.
+#[derive(Config, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    #[config(default = 8192)]
+    pub max_position_embeddings: usize,
+    #[config(default = 1e-5)]
+    pub rms_norm_eps: f64,
+    #[config(default = 10000.0)]
+    pub rope_theta: f64,
+    #[config(default = "None")]
+    pub rope_scaling: Option<Llama3Scaling>,
+    #[config(default = true)]
+    pub tie_word_embeddings: bool,
+    /// Beginning-of-sequence token id (FocusLLM inserts it before each dynamic prompt).
+    #[config(default = 1)]
+    pub bos_token_id: u32,
+    /// End-of-sequence token ids (generation stops on any of them).
+    #[config(default = "vec![2]")]
+    pub eos_token_ids: Vec<u32>,
+}
+
+fn json_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl HfLlamaConfig {
+    /// Reads `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks that this is a plain Llama-family decoder and resolves defaults.
+    pub fn resolve(&self) -> Result<LlamaConfig> {
+        let arch_ok = self.architectures.is_empty()
+            || self
+                .architectures
+                .iter()
+                .any(|a| a == "LlamaForCausalLM" || a == "MistralForCausalLM");
+        let type_ok = matches!(self.model_type.as_deref(), None | Some("llama") | Some("mistral"));
+        if !arch_ok || !type_ok {
+            return Err(Error::Unsupported(format!(
+                "architecture {:?} (model_type {:?}); only Llama-family decoders are supported",
+                self.architectures, self.model_type
+            )));
+        }
+        if self.attention_bias || self.mlp_bias {
+            return Err(Error::Unsupported("attention or MLP biases".into()));
+        }
+        if self.hidden_act != "silu" {
+            return Err(Error::Unsupported(format!("activation {:?}", self.hidden_act)));
+        }
+        let rope = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
+        let rope_theta = rope.and_then(|r| r.rope_theta).unwrap_or(self.rope_theta);
+        let rope_scaling = match rope {
+            None => None,
+            Some(s) if s.rope_type == "default" => None,
+            Some(s) if s.rope_type == "llama3" => Some(Llama3Scaling {
+                factor: s.factor.unwrap_or(8.0),
+                low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
+                high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
+                original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192),
+            }),
+            Some(s) => return Err(Error::Unsupported(format!("rope_scaling type {:?}", s.rope_type))),
+        };
+        let heads = self.num_attention_heads;
+        let cfg = LlamaConfig {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: heads,
+            num_key_value_heads: self.num_key_value_heads.unwrap_or(heads),
+            head_dim: self.head_dim.unwrap_or(if heads > 0 { self.hidden_size / heads } else { 0 }),
+            max_position_embeddings: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta,
+            rope_scaling,
+            tie_word_embeddings: self.tie_word_embeddings,
+            bos_token_id: json_ids(&self.bos_token_id).first().copied().unwrap_or(1),
+            eos_token_ids: {
+                let e = json_ids(&self.eos_token_id);
+                if e.is_empty() { vec![2] } else { e }
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl LlamaConfig {
+    /// SmolLM2-135M's shape (the default model), for benchmarks on random weights.
+    pub fn smollm2_135m() -> Self {
+        Self::new(49152, 576, 1536, 30, 9, 3, 64)
+            .with_rope_theta(100_000.0)
+            .with_bos_token_id(1)
+            .with_eos_token_ids(vec![2])
+    }
+
+    /// A 1B-class Llama shape (Llama-3.2-1B), for benchmarks on random weights.
+    pub fn llama_1b() -> Self {
+        Self::new(128_256, 2048, 8192, 16, 32, 8, 64)
+            .with_rope_theta(500_000.0)
+            .with_max_position_embeddings(131_072)
+            .with_rope_scaling(Some(Llama3Scaling::new(32.0, 1.0, 4.0, 8192)))
+    }
+
+    /// Checks the internal consistency of the shape.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
+            return bad("vocab_size, hidden_size and num_hidden_layers must be positive".into());
+        }
+        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
+            return bad("head counts must be positive".into());
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+            return bad(format!("head_dim {} must be even and positive", self.head_dim));
+        }
+        Ok(())
+    }
+
+    /// Repetition factor of the key/value heads (grouped-query attention).
+    pub fn kv_groups(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+}

@@ -1,0 +1,256 @@
+//! The decoder layer: RMSNorm, grouped-query attention with optional candidate
+//! projections, SwiGLU MLP. Field paths equal HF checkpoint keys.
+
+use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::config::LlamaConfig;
+use crate::rope::apply_tables;
+
+/// Keys (already rotated to their positions) and values of earlier tokens, for one layer.
+///
+/// # Shapes
+/// - k, v: `[batch, kv_heads, past_len, head_dim]`
+#[derive(Debug, Clone)]
+pub struct LayerKv {
+    pub k: Tensor<4>,
+    pub v: Tensor<4>,
+}
+
+impl LayerKv {
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.k.dims()[2]
+    }
+
+    /// Whether the cache holds no position.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `other` along the sequence axis.
+    pub fn append(&mut self, other: LayerKv) {
+        self.k = Tensor::cat(vec![self.k.clone(), other.k], 2);
+        self.v = Tensor::cat(vec![self.v.clone(), other.v], 2);
+    }
+
+    /// Positions `start..start + len` of the sequence axis.
+    pub fn narrow(&self, start: usize, len: usize) -> LayerKv {
+        LayerKv { k: self.k.clone().narrow(2, start, len), v: self.v.clone().narrow(2, start, len) }
+    }
+}
+
+/// What one attention call produced for its new rows.
+///
+/// # Shapes
+/// - k_rot, k_raw, v: `[batch, kv_heads, T, head_dim]`
+#[derive(Debug, Clone)]
+pub struct NewKv {
+    /// Keys rotated to their positions (what a KV cache stores).
+    pub k_rot: Tensor<4>,
+    /// Keys before RoPE (FocusLLM re-rotates candidate keys in the local pass).
+    pub k_raw: Tensor<4>,
+    /// Values.
+    pub v: Tensor<4>,
+}
+
+/// The four extra projections FocusLLM applies to the candidate token.
+#[derive(Module, Debug)]
+pub struct CandidateProj {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+}
+
+/// Grouped-query self-attention (`model.layers.N.self_attn`).
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub beacon_q_proj: Option<Linear>,
+    pub beacon_k_proj: Option<Linear>,
+    pub beacon_v_proj: Option<Linear>,
+    pub beacon_o_proj: Option<Linear>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// How the rows of one forward call are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// Every row uses the base projections.
+    Plain,
+    /// The last row is a FocusLLM candidate: candidate projections in every layer.
+    LastIsCandidate,
+}
+
+fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out).with_bias(false).init(device)
+}
+
+impl Attention {
+    fn new(cfg: &LlamaConfig, device: &Device) -> Self {
+        let (d, h, hkv, hd) =
+            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        Self {
+            q_proj: linear(d, h * hd, device),
+            k_proj: linear(d, hkv * hd, device),
+            v_proj: linear(d, hkv * hd, device),
+            o_proj: linear(h * hd, d, device),
+            beacon_q_proj: None,
+            beacon_k_proj: None,
+            beacon_v_proj: None,
+            beacon_o_proj: None,
+            num_heads: h,
+            num_kv_heads: hkv,
+            head_dim: hd,
+        }
+    }
+
+    /// The candidate projections, if this layer has them.
+    pub fn candidate(&self) -> Option<[&Linear; 4]> {
+        Some([
+            self.beacon_q_proj.as_ref()?,
+            self.beacon_k_proj.as_ref()?,
+            self.beacon_v_proj.as_ref()?,
+            self.beacon_o_proj.as_ref()?,
+        ])
+    }
+
+    /// Applies `base` to all rows, or `base` to all but the last and `cand` to the last.
+    fn project(x: Tensor<3>, base: &Linear, cand: Option<&Linear>) -> Tensor<3> {
+        match cand {
+            None => base.forward(x),
+            Some(cand) => {
+                let t = x.dims()[1];
+                let last = cand.forward(x.clone().narrow(1, t - 1, 1));
+                if t == 1 {
+                    return last;
+                }
+                let rest = base.forward(x.narrow(1, 0, t - 1));
+                Tensor::cat(vec![rest, last], 1)
+            }
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, T, hidden]` (already normalised)
+    /// - cos, sin: `[T, head_dim]` for the rows' positions
+    /// - past: keys/values `[batch, kv_heads, P, head_dim]`; row i attends to all of
+    ///   them and to rows `0..=i` (causal, aligned at the end)
+    /// - output: `[batch, T, hidden]`, and the new rows' keys/values
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        past: Option<&LayerKv>,
+        rows: Rows,
+    ) -> (Tensor<3>, NewKv) {
+        let [b, t, _] = x.dims();
+        let (h, hkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let cand = match rows {
+            Rows::Plain => None,
+            Rows::LastIsCandidate => Some(
+                self.candidate()
+                    .expect("candidate rows need a model with candidate projections"),
+            ),
+        };
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let q = heads(Self::project(x.clone(), &self.q_proj, cand.map(|c| c[0])), h);
+        let k_raw = heads(Self::project(x.clone(), &self.k_proj, cand.map(|c| c[1])), hkv);
+        let v = heads(Self::project(x, &self.v_proj, cand.map(|c| c[2])), hkv);
+        let q = apply_tables(q, cos, sin);
+        let k_rot = apply_tables(k_raw.clone(), cos, sin);
+
+        let (k_all, v_all) = match past {
+            Some(p) if !p.is_empty() => (
+                Tensor::cat(vec![p.k.clone(), k_rot.clone()], 2),
+                Tensor::cat(vec![p.v.clone(), v.clone()], 2),
+            ),
+            _ => (k_rot.clone(), v.clone()),
+        };
+        let groups = h / hkv;
+        let k_all = repeat_kv(k_all, groups);
+        let v_all = repeat_kv(v_all, groups);
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        let out = attention(q, k_all, v_all, None, None, options);
+        let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
+        let out = Self::project(out, &self.o_proj, cand.map(|c| c[3]));
+        (out, NewKv { k_rot, k_raw, v })
+    }
+}
+
+/// Repeats each key/value head `groups` times: `[b, hkv, s, d]` -> `[b, hkv * groups, s, d]`.
+pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, hkv, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, hkv, groups, s, d]).reshape([b, hkv * groups, s, d])
+}
+
+/// SwiGLU feed-forward (`model.layers.N.mlp`).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    /// # Shapes
+    /// - x: `[batch, T, hidden]` -> `[batch, T, hidden]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder layer (`model.layers.N`).
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    pub(crate) fn new(cfg: &LlamaConfig, device: &Device) -> Self {
+        let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        let norm = || RmsNormConfig::new(d).with_epsilon(cfg.rms_norm_eps).init(device);
+        Self {
+            self_attn: Attention::new(cfg, device),
+            mlp: Mlp {
+                gate_proj: linear(d, ff, device),
+                up_proj: linear(d, ff, device),
+                down_proj: linear(ff, d, device),
+            },
+            input_layernorm: norm(),
+            post_attention_layernorm: norm(),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, T, hidden]` -> `[batch, T, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        past: Option<&LayerKv>,
+        rows: Rows,
+    ) -> (Tensor<3>, NewKv) {
+        let (a, kv) = self.self_attn.forward(self.input_layernorm.forward(x.clone()), cos, sin, past, rows);
+        let x = x + a;
+        let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
+        (x, kv)
+    }
+}

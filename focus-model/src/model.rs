@@ -1,0 +1,185 @@
+//! The Llama-family decoder (`LlamaForCausalLM`), with a KV cache and the hooks FocusLLM
+//! needs: candidate rows, un-rotated keys, and a prefix of keys at chosen positions.
+
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+
+use crate::config::LlamaConfig;
+use crate::layers::{DecoderLayer, LayerKv, NewKv, Rows};
+use crate::rope::Rope;
+
+/// `model.*`: embeddings, layers, final norm.
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+}
+
+/// The causal language model. `lm_head` is `None` when the embeddings are tied.
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLM {
+    pub model: LlamaModel,
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    config: LlamaConfig,
+    #[module(skip)]
+    rope: Rope,
+}
+
+/// Per-layer key/value cache of a sequence (or a batch of equally long sequences).
+pub type KvCache = Vec<LayerKv>;
+
+/// The result of one forward call.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Final hidden states after the last norm, `[batch, T, hidden]`.
+    pub hidden: Tensor<3>,
+    /// Per layer, the new rows' keys and values.
+    pub new_kv: Vec<NewKv>,
+}
+
+impl LlamaConfig {
+    /// A model with randomly initialised weights (candidate projections absent).
+    pub fn init(&self, device: &Device) -> LlamaForCausalLM {
+        let d = self.hidden_size;
+        LlamaForCausalLM {
+            model: LlamaModel {
+                embed_tokens: EmbeddingConfig::new(self.vocab_size, d).init(device),
+                layers: (0..self.num_hidden_layers).map(|_| DecoderLayer::new(self, device)).collect(),
+                norm: RmsNormConfig::new(d).with_epsilon(self.rms_norm_eps).init(device),
+            },
+            lm_head: (!self.tie_word_embeddings)
+                .then(|| LinearConfig::new(d, self.vocab_size).with_bias(false).init(device)),
+            config: self.clone(),
+            rope: Rope::new(self),
+        }
+    }
+}
+
+impl LlamaForCausalLM {
+    /// The resolved configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The rotary embedding.
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+
+    /// Whether every layer has candidate projections.
+    pub fn has_candidate_proj(&self) -> bool {
+        self.model.layers.iter().all(|l| l.self_attn.candidate().is_some())
+    }
+
+    /// Runs the decoder on `ids` placed at positions `start..start + T`, after `past`.
+    ///
+    /// Every row attends to all `past` positions and causally to the rows before it.
+    ///
+    /// # Shapes
+    /// - ids: `[batch, T]`
+    /// - past: per layer `[batch, kv_heads, P, head_dim]` (keys already rotated)
+    /// - output: hidden `[batch, T, hidden]` and per-layer new keys/values
+    pub fn forward(&self, ids: Tensor<2, Int>, start: usize, past: Option<&[LayerKv]>, rows: Rows) -> Forward {
+        let x = self.model.embed_tokens.forward(ids);
+        self.forward_embedded(x, start, past, rows)
+    }
+
+    /// [`forward`](Self::forward) from embeddings `[batch, T, hidden]`.
+    pub fn forward_embedded(&self, mut x: Tensor<3>, start: usize, past: Option<&[LayerKv]>, rows: Rows) -> Forward {
+        let t = x.dims()[1];
+        let (cos, sin) = self.rope.tables(start, t, &x.device());
+        let mut new_kv = Vec::with_capacity(self.model.layers.len());
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let (y, kv) = layer.forward(x, &cos, &sin, past.map(|p| &p[i]), rows);
+            x = y;
+            new_kv.push(kv);
+        }
+        Forward { hidden: self.model.norm.forward(x), new_kv }
+    }
+
+    /// Logits of hidden states.
+    ///
+    /// # Shapes
+    /// - hidden: `[batch, T, hidden]` -> `[batch, T, vocab]`
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let w = self.model.embed_tokens.weight.val();
+                let [b, t, d] = hidden.dims();
+                let v = w.dims()[0];
+                hidden.reshape([b * t, d]).matmul(w.transpose()).reshape([b, t, v])
+            }
+        }
+    }
+
+    /// Logits of the last row of each sequence, `[batch, vocab]`.
+    pub fn last_logits(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, t, _] = hidden.dims();
+        self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
+    }
+
+    /// Appends the new rows of a forward call to a cache (creating it if empty).
+    pub fn extend_cache(cache: &mut KvCache, new_kv: Vec<NewKv>) {
+        if cache.is_empty() {
+            cache.extend(new_kv.into_iter().map(|n| LayerKv { k: n.k_rot, v: n.v }));
+        } else {
+            for (c, n) in cache.iter_mut().zip(new_kv) {
+                c.append(LayerKv { k: n.k_rot, v: n.v });
+            }
+        }
+    }
+
+    /// Runs a whole prompt and returns the last row's logits `[1, vocab]` and the KV cache.
+    pub fn prefill(&self, ids: &[u32]) -> (Tensor<2>, KvCache) {
+        let f = self.forward(ids_tensor(ids, &self.device()), 0, None, Rows::Plain);
+        let logits = self.last_logits(f.hidden);
+        let mut cache = KvCache::new();
+        Self::extend_cache(&mut cache, f.new_kv);
+        (logits, cache)
+    }
+
+    /// Feeds one token after `cache` (which grows by one position); returns `[1, vocab]` logits.
+    pub fn step(&self, token: u32, cache: &mut KvCache) -> Tensor<2> {
+        let start = cache.first().map_or(0, LayerKv::len);
+        let f = self.forward(ids_tensor(&[token], &self.device()), start, Some(cache), Rows::Plain);
+        Self::extend_cache(cache, f.new_kv);
+        self.last_logits(f.hidden)
+    }
+
+    /// Greedy continuation of `ids` by `n` tokens with the KV cache.
+    pub fn generate_greedy(&self, ids: &[u32], n: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        let (mut logits, mut cache) = self.prefill(ids);
+        loop {
+            let next = argmax(&logits)[0];
+            out.push(next);
+            if out.len() == n {
+                return out;
+            }
+            logits = self.step(next, &mut cache);
+        }
+    }
+}
+
+/// A `[1, T]` id tensor.
+pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    Tensor::<1, Int>::from_data(TensorData::new(data, [ids.len()]), device).reshape([1, ids.len()])
+}
+
+/// Index of the largest value of each row of `[batch, vocab]` logits (first one on ties).
+pub fn argmax(logits: &Tensor<2>) -> Vec<u32> {
+    let data = logits.clone().argmax(1).into_data();
+    data.iter::<i64>().map(|v| v as u32).collect()
+}

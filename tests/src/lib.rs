@@ -1,0 +1,94 @@
+//! Shared helpers for the integration tests: the device under test, fixture paths,
+//! reference tensors and error measures.
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+
+/// The device the tests run on: `BURN_DEVICE` if set (e.g. `wgpu`, `vulkan`), else flex.
+pub fn device() -> Device {
+    match std::env::var("FOCUS_TEST_DEVICE").as_deref() {
+        #[cfg(feature = "wgpu")]
+        Ok("wgpu") => Device::wgpu(Default::default()),
+        #[cfg(feature = "vulkan")]
+        Ok("vulkan") => Device::vulkan(Default::default()),
+        _ => Device::flex(),
+    }
+}
+
+/// Path of a file under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// Path of a file under the repository's `.assets/` (fetched by `scripts/fetch-assets.sh`).
+pub fn asset(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("FOCUS_ASSETS").map(PathBuf::from).unwrap_or(root.join(".assets")).join(name)
+}
+
+/// The default model; panics with the fix if it has not been fetched.
+pub fn smollm2_path() -> PathBuf {
+    let p = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} missing: run scripts/fetch-assets.sh first", p.display());
+    p
+}
+
+/// A reference file of named tensors written by `tests/scripts/make_fixtures.py`.
+pub struct Reference {
+    bytes: Vec<u8>,
+}
+
+impl Reference {
+    /// Reads a safetensors fixture.
+    pub fn open(name: &str) -> Self {
+        let path = fixture(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self { bytes }
+    }
+
+    fn view(&self, key: &str) -> safetensors::tensor::TensorView<'_> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("valid safetensors fixture");
+        st.tensor(key).unwrap_or_else(|_| panic!("fixture has no tensor {key}"))
+    }
+
+    /// Shape of a tensor.
+    pub fn shape(&self, key: &str) -> Vec<usize> {
+        self.view(key).shape().to_vec()
+    }
+
+    /// A f32 tensor, flattened.
+    pub fn f32(&self, key: &str) -> Vec<f32> {
+        let v = self.view(key);
+        assert_eq!(v.dtype(), safetensors::Dtype::F32, "{key} is not f32");
+        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+
+    /// An i32 tensor as u32 ids, flattened.
+    pub fn ids(&self, key: &str) -> Vec<u32> {
+        let v = self.view(key);
+        assert_eq!(v.dtype(), safetensors::Dtype::I32, "{key} is not i32");
+        v.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u32).collect()
+    }
+
+    /// A u8 tensor, flattened.
+    pub fn bytes(&self, key: &str) -> Vec<u8> {
+        self.view(key).data().to_vec()
+    }
+}
+
+/// The values of a tensor as a flat f32 vector.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data")
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Largest absolute value.
+pub fn max_abs(a: &[f32]) -> f32 {
+    a.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}

@@ -1,0 +1,11 @@
+//! One integration-test binary (linking burn once).
+//!
+//! - `parity_tiny`: a seeded random GQA Llama against transformers, layer by layer.
+//! - `parity_smollm2`: the real default model (GGUF) against transformers.
+//! - `gguf`: dequantisation against gguf-py, and malformed files.
+//! - `loading`: strict loading errors.
+
+mod gguf;
+mod loading;
+mod parity_smollm2;
+mod parity_tiny;
