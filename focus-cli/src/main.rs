@@ -1,1 +1,59 @@
-fn main() {}
+//! `focus`: FocusLLM long-context inference, evaluation and benchmarks on burn.
+
+mod bench;
+mod common;
+mod device;
+mod generate;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// FocusLLM: long-context inference for a frozen decoder, by parallel decoding of
+/// memory chunks (Li et al., arXiv 2408.11745).
+#[derive(Parser, Debug)]
+#[command(name = "focus", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Print only results (no progress bars, no log lines).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Log level filter for diagnostics on stderr (e.g. `info`, `focus=debug`).
+    #[arg(long, global = true, env = "FOCUS_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a continuation of a prompt, with FocusLLM memory for long inputs.
+    Generate(generate::Args),
+    /// Show what a model file or directory holds.
+    Inspect(inspect::Args),
+    /// Measure prefill and decode throughput and peak memory, FocusLLM versus full attention.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
+        .without_time()
+        .init();
+    let result = match cli.command {
+        Command::Generate(a) => generate::run(a, cli.quiet),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a, cli.quiet),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -22,14 +22,23 @@ pub struct FocusConfig {
 impl Default for FocusConfig {
     /// The paper's inference setting for passkey and ∞-Bench: `W = S = 2048`, `p ≤ 512`.
     fn default() -> Self {
-        Self { local_window: 2048, chunk_len: 2048, prompt_cap: 512, max_batch: 16 }
+        Self {
+            local_window: 2048,
+            chunk_len: 2048,
+            prompt_cap: 512,
+            max_batch: 16,
+        }
     }
 }
 
 impl FocusConfig {
     /// Settings with window `w` and chunk length `s`, other fields at their defaults.
     pub fn new(local_window: usize, chunk_len: usize) -> Self {
-        Self { local_window, chunk_len, ..Self::default() }
+        Self {
+            local_window,
+            chunk_len,
+            ..Self::default()
+        }
     }
 
     /// Sets the batch cap.
@@ -90,7 +99,11 @@ impl Plan {
         let mut prompt = Vec::with_capacity(p + 1);
         prompt.push(bos);
         prompt.extend_from_slice(&ids[len - p..]);
-        Ok(Self { chunks, local: memory..len, prompt })
+        Ok(Self {
+            chunks,
+            local: memory..len,
+            prompt,
+        })
     }
 
     /// Number of memory chunks `C`.
@@ -122,7 +135,12 @@ impl Plan {
         let mut out: Vec<Range<usize>> = Vec::new();
         for j in 0..self.chunks.len() {
             match out.last_mut() {
-                Some(b) if b.len() < max_batch && self.chunks[b.start].len() == self.chunks[j].len() => b.end = j + 1,
+                Some(b)
+                    if b.len() < max_batch
+                        && self.chunks[b.start].len() == self.chunks[j].len() =>
+                {
+                    b.end = j + 1
+                }
                 _ => out.push(j..j + 1),
             }
         }

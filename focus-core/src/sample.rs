@@ -11,7 +11,11 @@ pub enum Sampler {
     Greedy,
     /// Sampling at `temperature` from the smallest set of tokens whose probability
     /// reaches `top_p`.
-    TopP { temperature: f32, top_p: f32, rng: StdRng },
+    TopP {
+        temperature: f32,
+        top_p: f32,
+        rng: StdRng,
+    },
 }
 
 impl Sampler {
@@ -20,7 +24,11 @@ impl Sampler {
         if temperature <= 0.0 {
             Self::Greedy
         } else {
-            Self::TopP { temperature, top_p: top_p.clamp(f32::MIN_POSITIVE, 1.0), rng: StdRng::seed_from_u64(seed) }
+            Self::TopP {
+                temperature,
+                top_p: top_p.clamp(f32::MIN_POSITIVE, 1.0),
+                rng: StdRng::seed_from_u64(seed),
+            }
         }
     }
 
@@ -28,7 +36,11 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         match self {
             Self::Greedy => argmax(logits),
-            Self::TopP { temperature, top_p, rng } => {
+            Self::TopP {
+                temperature,
+                top_p,
+                rng,
+            } => {
                 let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut probs: Vec<(u32, f32)> = logits
                     .iter()

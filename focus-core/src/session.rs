@@ -45,7 +45,10 @@ enum Mode<M: CondensingModel> {
     /// The input fit in the local window: a plain KV-cached decoder.
     Plain(M::Cache),
     /// Memory chunks in batches, and the growing local input.
-    Memory { groups: Vec<Group<M>>, local: Vec<u32> },
+    Memory {
+        groups: Vec<Group<M>>,
+        local: Vec<u32>,
+    },
 }
 
 /// The state of one FocusLLM generation.
@@ -80,11 +83,19 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
         let plan = Plan::new(ids, cfg, bos)?;
-        let last = *ids.last().ok_or_else(|| Error::Input("empty input".into()))?;
+        let last = *ids
+            .last()
+            .ok_or_else(|| Error::Input("empty input".into()))?;
         if plan.num_chunks() == 0 {
             let local = plan.local_input(ids, bos);
             let (logits, cache) = model.prefill(&local);
-            let s = Self { model, plan, mode: Mode::Plain(cache), last, generated: Vec::new() };
+            let s = Self {
+                model,
+                plan,
+                mode: Mode::Plain(cache),
+                last,
+                generated: Vec::new(),
+            };
             return Ok((s, logits));
         }
         let total = plan.num_chunks();
@@ -98,7 +109,13 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         let local = plan.local_input(ids, bos);
         let cands: Vec<&M::Candidates> = groups.iter().map(|g| &g.candidates).collect();
         let logits = model.local_pass(&cands, &local);
-        let s = Self { model, plan, mode: Mode::Memory { groups, local }, last, generated: Vec::new() };
+        let s = Self {
+            model,
+            plan,
+            mode: Mode::Memory { groups, local },
+            last,
+            generated: Vec::new(),
+        };
         Ok((s, logits))
     }
 

@@ -26,8 +26,14 @@ impl CondensingModel for Fake {
     fn prefill_chunks(&self, rows: &[Vec<u32>]) -> (Self::Cache, Self::Candidates) {
         self.batch_sizes.borrow_mut().push(rows.len());
         let n = rows[0].len();
-        assert!(rows.iter().all(|r| r.len() == n), "a batch holds equal lengths");
-        let cache = rows.iter().map(|r| r[..n - 1].iter().copied().zip(0..).collect()).collect();
+        assert!(
+            rows.iter().all(|r| r.len() == n),
+            "a batch holds equal lengths"
+        );
+        let cache = rows
+            .iter()
+            .map(|r| r[..n - 1].iter().copied().zip(0..).collect())
+            .collect();
         let cands = rows.iter().map(|r| (r[n - 1], n - 1, r[0])).collect();
         (cache, cands)
     }
@@ -66,13 +72,24 @@ fn input(len: usize) -> Vec<u32> {
 
 #[test]
 fn plan_covers_every_token_once_in_order() {
-    for (len, w, s) in [(100, 30, 16), (100, 30, 7), (31, 30, 16), (30, 30, 16), (5, 30, 16), (1000, 64, 64)] {
+    for (len, w, s) in [
+        (100, 30, 16),
+        (100, 30, 7),
+        (31, 30, 16),
+        (30, 30, 16),
+        (5, 30, 16),
+        (1000, 64, 64),
+    ] {
         let ids = input(len);
         let cfg = FocusConfig::new(w, s);
         let plan = Plan::new(&ids, &cfg, BOS).unwrap();
         let mut covered: Vec<usize> = plan.chunks.iter().flat_map(|c| c.clone()).collect();
         covered.extend(plan.local.clone());
-        assert_eq!(covered, (0..len).collect::<Vec<_>>(), "len {len} w {w} s {s}");
+        assert_eq!(
+            covered,
+            (0..len).collect::<Vec<_>>(),
+            "len {len} w {w} s {s}"
+        );
         assert_eq!(plan.num_chunks(), len.saturating_sub(w).div_ceil(s));
         assert!(plan.chunks.iter().all(|c| c.len() <= s && !c.is_empty()));
         let p = 512.min(s).min(w).min(len);
@@ -107,12 +124,19 @@ fn prefill_and_steps_follow_the_spec() {
             expected.pop(); // the newest token is the candidate, not in the cache
             let tokens: Vec<u32> = row.iter().map(|x| x.0).collect();
             assert_eq!(tokens, expected, "chunk {j} at step {t}");
-            assert!(row.iter().enumerate().all(|(i, x)| x.1 == i), "positions 0.. in chunk {j}");
+            assert!(
+                row.iter().enumerate().all(|(i, x)| x.1 == i),
+                "positions 0.. in chunk {j}"
+            );
         }
         // The local pass: candidates in chunk order, each the newest token at the next position.
         let calls = fake.local_calls.borrow();
         let (cands, local) = calls.last().unwrap();
-        let newest = if t == 0 { ids[len - 1] } else { generated[t - 1] };
+        let newest = if t == 0 {
+            ids[len - 1]
+        } else {
+            generated[t - 1]
+        };
         for (j, c) in cands.iter().enumerate() {
             assert_eq!(c.0, newest);
             assert_eq!(c.1, rows[j].len(), "candidate follows its cache");
@@ -130,7 +154,14 @@ fn batch_cap_does_not_change_what_is_computed() {
     let ids = input(333);
     let run = |b| {
         let fake = Fake::default();
-        let (mut s, _) = Session::prefill(&fake, &FocusConfig::new(40, 25).with_max_batch(b), BOS, &ids, |_, _| {}).unwrap();
+        let (mut s, _) = Session::prefill(
+            &fake,
+            &FocusConfig::new(40, 25).with_max_batch(b),
+            BOS,
+            &ids,
+            |_, _| {},
+        )
+        .unwrap();
         s.step(5);
         s.step(6);
         fake.local_calls.into_inner()
@@ -144,7 +175,8 @@ fn batch_cap_does_not_change_what_is_computed() {
 fn short_input_is_plain_decoding() {
     let fake = Fake::default();
     let ids = input(20);
-    let (mut s, logits) = Session::prefill(&fake, &FocusConfig::new(20, 8), BOS, &ids, |_, _| {}).unwrap();
+    let (mut s, logits) =
+        Session::prefill(&fake, &FocusConfig::new(20, 8), BOS, &ids, |_, _| {}).unwrap();
     assert!(!s.uses_memory());
     assert_eq!(logits, 20);
     assert_eq!(s.step(9), 21);

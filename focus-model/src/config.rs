@@ -6,7 +6,9 @@ use std::path::Path;
 use burn::config::Config;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// `rope_scaling` (transformers 4) or `rope_parameters` (transformers 5) as HF writes it.
 /// Only the `llama3` type changes the frequencies.
@@ -126,8 +128,14 @@ pub struct LlamaConfig {
 
 fn json_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
     match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -146,7 +154,10 @@ impl HfLlamaConfig {
                 .architectures
                 .iter()
                 .any(|a| a == "LlamaForCausalLM" || a == "MistralForCausalLM");
-        let type_ok = matches!(self.model_type.as_deref(), None | Some("llama") | Some("mistral"));
+        let type_ok = matches!(
+            self.model_type.as_deref(),
+            None | Some("llama") | Some("mistral")
+        );
         if !arch_ok || !type_ok {
             return Err(Error::Unsupported(format!(
                 "architecture {:?} (model_type {:?}); only Llama-family decoders are supported",
@@ -157,7 +168,10 @@ impl HfLlamaConfig {
             return Err(Error::Unsupported("attention or MLP biases".into()));
         }
         if self.hidden_act != "silu" {
-            return Err(Error::Unsupported(format!("activation {:?}", self.hidden_act)));
+            return Err(Error::Unsupported(format!(
+                "activation {:?}",
+                self.hidden_act
+            )));
         }
         let rope = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
         let rope_theta = rope.and_then(|r| r.rope_theta).unwrap_or(self.rope_theta);
@@ -168,9 +182,16 @@ impl HfLlamaConfig {
                 factor: s.factor.unwrap_or(8.0),
                 low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
                 high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192),
+                original_max_position_embeddings: s
+                    .original_max_position_embeddings
+                    .unwrap_or(8192),
             }),
-            Some(s) => return Err(Error::Unsupported(format!("rope_scaling type {:?}", s.rope_type))),
+            Some(s) => {
+                return Err(Error::Unsupported(format!(
+                    "rope_scaling type {:?}",
+                    s.rope_type
+                )));
+            }
         };
         let heads = self.num_attention_heads;
         let cfg = LlamaConfig {
@@ -180,7 +201,11 @@ impl HfLlamaConfig {
             num_hidden_layers: self.num_hidden_layers,
             num_attention_heads: heads,
             num_key_value_heads: self.num_key_value_heads.unwrap_or(heads),
-            head_dim: self.head_dim.unwrap_or(if heads > 0 { self.hidden_size / heads } else { 0 }),
+            head_dim: self.head_dim.unwrap_or(if heads > 0 {
+                self.hidden_size / heads
+            } else {
+                0
+            }),
             max_position_embeddings: self.max_position_embeddings,
             rms_norm_eps: self.rms_norm_eps,
             rope_theta,
@@ -230,7 +255,10 @@ impl LlamaConfig {
             ));
         }
         if self.head_dim == 0 || self.head_dim % 2 != 0 {
-            return bad(format!("head_dim {} must be even and positive", self.head_dim));
+            return bad(format!(
+                "head_dim {} must be even and positive",
+                self.head_dim
+            ));
         }
         Ok(())
     }

@@ -149,7 +149,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Gguf { path: self.path.to_path_buf(), msg: msg.into() }
+        Error::Gguf {
+            path: self.path.to_path_buf(),
+            msg: msg.into(),
+        }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
@@ -218,7 +221,11 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only and the file is not modified while it is open.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let mut c = Cursor { data: &mmap, pos: 0, path };
+        let mut c = Cursor {
+            data: &mmap,
+            pos: 0,
+            path,
+        };
         if c.take(4).map_err(|_| c.err("too short to be GGUF"))? != b"GGUF" {
             return Err(c.err("not a GGUF file (bad magic)"));
         }
@@ -242,35 +249,60 @@ impl GgufFile {
             if n_dims == 0 || n_dims > 4 {
                 return Err(c.err(format!("tensor {name}: {n_dims} dimensions")));
             }
-            let dims = (0..n_dims).map(|_| c.u64().map(|d| d as usize)).collect::<Result<Vec<_>>>()?;
+            let dims = (0..n_dims)
+                .map(|_| c.u64().map(|d| d as usize))
+                .collect::<Result<Vec<_>>>()?;
             let type_id = c.u32()?;
             let offset = c.u64()? as usize;
             infos.push((name, dims, type_id, offset));
         }
-        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(Value::as_u64)
+            .unwrap_or(32) as usize;
         if alignment == 0 {
             return Err(c.err("general.alignment is 0"));
         }
         let data_start = c.pos.div_ceil(alignment) * alignment;
         let mut tensors = Vec::with_capacity(infos.len());
         for (name, dims, type_id, offset) in infos {
-            let ggml_type = GgmlType::from_id(type_id)
-                .ok_or_else(|| Error::Unsupported(format!("GGUF tensor {name} has tensor type {type_id}")))?;
+            let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
+                Error::Unsupported(format!("GGUF tensor {name} has tensor type {type_id}"))
+            })?;
             let numel = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             let (per_block, block_bytes) = ggml_type.block();
             let numel = numel.ok_or_else(|| c.err(format!("tensor {name}: shape overflows")))?;
             if numel % per_block != 0 {
-                return Err(c.err(format!("tensor {name}: {numel} elements is not a whole number of blocks")));
+                return Err(c.err(format!(
+                    "tensor {name}: {numel} elements is not a whole number of blocks"
+                )));
             }
             let size = numel / per_block * block_bytes;
             let start = data_start.checked_add(offset);
             match start.and_then(|s| s.checked_add(size)) {
                 Some(end) if end <= mmap.len() => {}
-                _ => return Err(c.err(format!("truncated: tensor {name} extends past the end of the file"))),
+                _ => {
+                    return Err(c.err(format!(
+                        "truncated: tensor {name} extends past the end of the file"
+                    )));
+                }
             }
-            tensors.push(TensorInfo { name, dims, ggml_type, type_id, offset: data_start + offset, size });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                type_id,
+                offset: data_start + offset,
+                size,
+            });
         }
-        Ok(Self { path: path.to_path_buf(), mmap, version, metadata, tensors })
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+            version,
+            metadata,
+            tensors,
+        })
     }
 
     /// The path this file was opened from.
@@ -297,7 +329,10 @@ impl GgufFile {
     }
 
     fn bad_type(&self, key: &str) -> Error {
-        Error::Gguf { path: self.path.clone(), msg: format!("metadata key {key} has the wrong type") }
+        Error::Gguf {
+            path: self.path.clone(),
+            msg: format!("metadata key {key} has the wrong type"),
+        }
     }
 
     /// Raw bytes of a tensor.
@@ -321,9 +356,18 @@ pub fn dequantize(ty: GgmlType, raw: &[u8], numel: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(numel);
     let (_, bs) = ty.block();
     match ty {
-        GgmlType::F32 => out.extend(raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()))),
-        GgmlType::F16 => out.extend(raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
-        GgmlType::BF16 => out.extend(raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+        GgmlType::F32 => out.extend(
+            raw.chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap())),
+        ),
+        GgmlType::F16 => out.extend(
+            raw.chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        GgmlType::BF16 => out.extend(
+            raw.chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
         GgmlType::Q8_0 => {
             for b in raw.chunks_exact(bs) {
                 let d = h(b, 0);
@@ -394,6 +438,9 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }

@@ -39,7 +39,10 @@ impl LayerKv {
 
     /// Positions `start..start + len` of the sequence axis.
     pub fn narrow(&self, start: usize, len: usize) -> LayerKv {
-        LayerKv { k: self.k.clone().narrow(2, start, len), v: self.v.clone().narrow(2, start, len) }
+        LayerKv {
+            k: self.k.clone().narrow(2, start, len),
+            v: self.v.clone().narrow(2, start, len),
+        }
     }
 }
 
@@ -97,8 +100,12 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
 
 impl Attention {
     fn new(cfg: &LlamaConfig, device: &Device) -> Self {
-        let (d, h, hkv, hd) =
-            (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (d, h, hkv, hd) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         Self {
             q_proj: linear(d, h * hd, device),
             k_proj: linear(d, hkv * hd, device),
@@ -164,8 +171,14 @@ impl Attention {
             ),
         };
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = heads(Self::project(x.clone(), &self.q_proj, cand.map(|c| c[0])), h);
-        let k_raw = heads(Self::project(x.clone(), &self.k_proj, cand.map(|c| c[1])), hkv);
+        let q = heads(
+            Self::project(x.clone(), &self.q_proj, cand.map(|c| c[0])),
+            h,
+        );
+        let k_raw = heads(
+            Self::project(x.clone(), &self.k_proj, cand.map(|c| c[1])),
+            hkv,
+        );
         let v = heads(Self::project(x, &self.v_proj, cand.map(|c| c[2])), hkv);
         let q = apply_tables(q, cos, sin);
         let k_rot = apply_tables(k_raw.clone(), cos, sin);
@@ -180,7 +193,11 @@ impl Attention {
         let groups = h / hkv;
         let k_all = repeat_kv(k_all, groups);
         let v_all = repeat_kv(v_all, groups);
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: true,
+        };
         let out = attention(q, k_all, v_all, None, None, options);
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
         let out = Self::project(out, &self.o_proj, cand.map(|c| c[3]));
@@ -194,7 +211,9 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
         return x;
     }
     let [b, hkv, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, hkv, groups, s, d]).reshape([b, hkv * groups, s, d])
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, hkv, groups, s, d])
+        .reshape([b, hkv * groups, s, d])
 }
 
 /// SwiGLU feed-forward (`model.layers.N.mlp`).
@@ -209,7 +228,8 @@ impl Mlp {
     /// # Shapes
     /// - x: `[batch, T, hidden]` -> `[batch, T, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
     }
 }
 
@@ -225,7 +245,11 @@ pub struct DecoderLayer {
 impl DecoderLayer {
     pub(crate) fn new(cfg: &LlamaConfig, device: &Device) -> Self {
         let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
-        let norm = || RmsNormConfig::new(d).with_epsilon(cfg.rms_norm_eps).init(device);
+        let norm = || {
+            RmsNormConfig::new(d)
+                .with_epsilon(cfg.rms_norm_eps)
+                .init(device)
+        };
         Self {
             self_attn: Attention::new(cfg, device),
             mlp: Mlp {
@@ -248,7 +272,13 @@ impl DecoderLayer {
         past: Option<&LayerKv>,
         rows: Rows,
     ) -> (Tensor<3>, NewKv) {
-        let (a, kv) = self.self_attn.forward(self.input_layernorm.forward(x.clone()), cos, sin, past, rows);
+        let (a, kv) = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            cos,
+            sin,
+            past,
+            rows,
+        );
         let x = x + a;
         let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
         (x, kv)

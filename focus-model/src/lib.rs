@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod error;
+pub mod focus;
 pub mod gguf;
 pub mod layers;
 pub mod model;
@@ -19,6 +20,7 @@ pub mod weights;
 
 pub use config::{HfLlamaConfig, LlamaConfig};
 pub use error::{Error, Result};
+pub use focus::Candidates;
 pub use layers::{LayerKv, NewKv, Rows};
 pub use model::{Forward, KvCache, LlamaForCausalLM};
 pub use tokenizer::Tokenizer;

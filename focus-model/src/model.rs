@@ -46,11 +46,18 @@ impl LlamaConfig {
         LlamaForCausalLM {
             model: LlamaModel {
                 embed_tokens: EmbeddingConfig::new(self.vocab_size, d).init(device),
-                layers: (0..self.num_hidden_layers).map(|_| DecoderLayer::new(self, device)).collect(),
-                norm: RmsNormConfig::new(d).with_epsilon(self.rms_norm_eps).init(device),
+                layers: (0..self.num_hidden_layers)
+                    .map(|_| DecoderLayer::new(self, device))
+                    .collect(),
+                norm: RmsNormConfig::new(d)
+                    .with_epsilon(self.rms_norm_eps)
+                    .init(device),
             },
-            lm_head: (!self.tie_word_embeddings)
-                .then(|| LinearConfig::new(d, self.vocab_size).with_bias(false).init(device)),
+            lm_head: (!self.tie_word_embeddings).then(|| {
+                LinearConfig::new(d, self.vocab_size)
+                    .with_bias(false)
+                    .init(device)
+            }),
             config: self.clone(),
             rope: Rope::new(self),
         }
@@ -75,7 +82,10 @@ impl LlamaForCausalLM {
 
     /// Whether every layer has candidate projections.
     pub fn has_candidate_proj(&self) -> bool {
-        self.model.layers.iter().all(|l| l.self_attn.candidate().is_some())
+        self.model
+            .layers
+            .iter()
+            .all(|l| l.self_attn.candidate().is_some())
     }
 
     /// Runs the decoder on `ids` placed at positions `start..start + T`, after `past`.
@@ -86,13 +96,25 @@ impl LlamaForCausalLM {
     /// - ids: `[batch, T]`
     /// - past: per layer `[batch, kv_heads, P, head_dim]` (keys already rotated)
     /// - output: hidden `[batch, T, hidden]` and per-layer new keys/values
-    pub fn forward(&self, ids: Tensor<2, Int>, start: usize, past: Option<&[LayerKv]>, rows: Rows) -> Forward {
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        start: usize,
+        past: Option<&[LayerKv]>,
+        rows: Rows,
+    ) -> Forward {
         let x = self.model.embed_tokens.forward(ids);
         self.forward_embedded(x, start, past, rows)
     }
 
     /// [`forward`](Self::forward) from embeddings `[batch, T, hidden]`.
-    pub fn forward_embedded(&self, mut x: Tensor<3>, start: usize, past: Option<&[LayerKv]>, rows: Rows) -> Forward {
+    pub fn forward_embedded(
+        &self,
+        mut x: Tensor<3>,
+        start: usize,
+        past: Option<&[LayerKv]>,
+        rows: Rows,
+    ) -> Forward {
         let t = x.dims()[1];
         let (cos, sin) = self.rope.tables(start, t, &x.device());
         let mut new_kv = Vec::with_capacity(self.model.layers.len());
@@ -101,7 +123,10 @@ impl LlamaForCausalLM {
             x = y;
             new_kv.push(kv);
         }
-        Forward { hidden: self.model.norm.forward(x), new_kv }
+        Forward {
+            hidden: self.model.norm.forward(x),
+            new_kv,
+        }
     }
 
     /// Logits of hidden states.
@@ -115,7 +140,10 @@ impl LlamaForCausalLM {
                 let w = self.model.embed_tokens.weight.val();
                 let [b, t, d] = hidden.dims();
                 let v = w.dims()[0];
-                hidden.reshape([b * t, d]).matmul(w.transpose()).reshape([b, t, v])
+                hidden
+                    .reshape([b * t, d])
+                    .matmul(w.transpose())
+                    .reshape([b, t, v])
             }
         }
     }
@@ -123,7 +151,8 @@ impl LlamaForCausalLM {
     /// Logits of the last row of each sequence, `[batch, vocab]`.
     pub fn last_logits(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, t, _] = hidden.dims();
-        self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
+        self.logits(hidden.narrow(1, t - 1, 1))
+            .reshape([b, self.config.vocab_size])
     }
 
     /// Appends the new rows of a forward call to a cache (creating it if empty).
@@ -149,7 +178,12 @@ impl LlamaForCausalLM {
     /// Feeds one token after `cache` (which grows by one position); returns `[1, vocab]` logits.
     pub fn step(&self, token: u32, cache: &mut KvCache) -> Tensor<2> {
         let start = cache.first().map_or(0, LayerKv::len);
-        let f = self.forward(ids_tensor(&[token], &self.device()), start, Some(cache), Rows::Plain);
+        let f = self.forward(
+            ids_tensor(&[token], &self.device()),
+            start,
+            Some(cache),
+            Rows::Plain,
+        );
         Self::extend_cache(cache, f.new_kv);
         self.last_logits(f.hidden)
     }

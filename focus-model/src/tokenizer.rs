@@ -38,14 +38,27 @@ impl Tokenizer {
 
     /// Rebuilds the tokenizer stored in a GGUF file (byte-level BPE, `tokenizer.ggml.model = gpt2`).
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let model = g.get("tokenizer.ggml.model")?.as_str().unwrap_or_default().to_string();
+        let model = g
+            .get("tokenizer.ggml.model")?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if model != "gpt2" {
-            return Err(Error::Unsupported(format!("GGUF tokenizer model {model:?} (only byte-level BPE, \"gpt2\")")));
+            return Err(Error::Unsupported(format!(
+                "GGUF tokenizer model {model:?} (only byte-level BPE, \"gpt2\")"
+            )));
         }
         let strings = |key: &str| -> Result<Vec<String>> {
-            let arr = g.get(key)?.as_array().ok_or_else(|| Error::Tokenizer(format!("{key} is not an array")))?;
+            let arr = g
+                .get(key)?
+                .as_array()
+                .ok_or_else(|| Error::Tokenizer(format!("{key} is not an array")))?;
             arr.iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| Error::Tokenizer(format!("{key} holds a non-string"))))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| Error::Tokenizer(format!("{key} holds a non-string")))
+                })
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
@@ -60,9 +73,20 @@ impl Tokenizer {
             Some(Value::Array(a)) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
             _ => vec![1; tokens.len()],
         };
-        let pre = g.metadata.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tok_err)?;
+        let pre = g
+            .metadata
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let vocab: Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(tok_err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         let byte_level = ByteLevel::new(false, true, true);
         let pre_tok: PreTokenizerWrapper = match pre {
@@ -79,10 +103,14 @@ impl Tokenizer {
             .filter(|(_, ty)| **ty == 3)
             .map(|(t, _)| AddedToken::from(t.clone(), true))
             .collect();
-        inner.add_special_tokens(&specials);
+        inner.add_special_tokens(specials).map_err(tok_err)?;
         let bos = g.get_u64("tokenizer.ggml.bos_token_id").unwrap_or(1) as u32;
         let eos = g.get_u64("tokenizer.ggml.eos_token_id").unwrap_or(2) as u32;
-        Ok(Self { inner, bos, eos: vec![eos] })
+        Ok(Self {
+            inner,
+            bos,
+            eos: vec![eos],
+        })
     }
 
     /// Token ids of `text`, optionally preceded by BOS. Special-token strings in the

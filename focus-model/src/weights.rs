@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::burn_pack::Tensor as PackTensor;
-use burn::store::{ApplyResult, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    ApplyResult, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore,
+};
 use burn::tensor::{Bytes, DType};
 
 use crate::config::{HfLlamaConfig, LlamaConfig};
@@ -30,7 +33,10 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
     } else if path.is_file() {
         load_gguf(path, device)
     } else {
-        Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
+        Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ))
     }
 }
 
@@ -41,7 +47,10 @@ fn ignorable(key: &str) -> bool {
 
 /// Turns an [`ApplyResult`] (or several, one per shard) into a strict verdict.
 fn check(results: &[ApplyResult]) -> Result<()> {
-    let applied: BTreeSet<&str> = results.iter().flat_map(|r| r.applied.iter().map(String::as_str)).collect();
+    let applied: BTreeSet<&str> = results
+        .iter()
+        .flat_map(|r| r.applied.iter().map(String::as_str))
+        .collect();
     let mut problems = Vec::new();
     for r in results {
         for e in &r.errors {
@@ -66,12 +75,20 @@ fn check(results: &[ApplyResult]) -> Result<()> {
     if !unused.is_empty() {
         problems.push(format!("unexpected tensors: {}", list(unused.into_iter())));
     }
-    if problems.is_empty() { Ok(()) } else { Err(Error::Weights(problems.join("; "))) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Weights(problems.join("; ")))
+    }
 }
 
 fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let v: Vec<&str> = items.collect();
-    if v.len() > 6 { format!("{} (and {} more)", v[..6].join(", "), v.len() - 6) } else { v.join(", ") }
+    if v.len() > 6 {
+        format!("{} (and {} more)", v[..6].join(", "), v.len() - 6)
+    } else {
+        v.join(", ")
+    }
 }
 
 /// The safetensors files of an HF directory: `model.safetensors`, or the shards named
@@ -89,12 +106,17 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         )));
     }
     let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Safetensors { path: index.clone(), msg: e.to_string() })?;
-    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Safetensors {
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
         path: index.clone(),
-        msg: "no weight_map".into(),
+        msg: e.to_string(),
     })?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Safetensors {
+            path: index.clone(),
+            msg: "no weight_map".into(),
+        })?;
     let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
 }
@@ -103,45 +125,74 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
     let cfg_path = dir.join("config.json");
     if !cfg_path.is_file() {
-        return Err(Error::Config(format!("{} is not a model directory (no config.json)", dir.display())));
+        return Err(Error::Config(format!(
+            "{} is not a model directory (no config.json)",
+            dir.display()
+        )));
     }
     let cfg = HfLlamaConfig::from_file(&cfg_path)?.resolve()?;
     let mut model = cfg.init(device);
     let mut results = Vec::new();
     for file in safetensors_files(dir)? {
         if !file.is_file() {
-            return Err(Error::io(&file, std::io::Error::new(std::io::ErrorKind::NotFound, "shard not found")));
+            return Err(Error::io(
+                &file,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "shard not found"),
+            ));
         }
         let mut store = SafetensorsStore::from_file(&file)
             .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
             .allow_partial(true);
         let r = model
             .load_from(&mut store)
-            .map_err(|e| Error::Safetensors { path: file.clone(), msg: e.to_string() })?;
+            .map_err(|e| Error::Safetensors {
+                path: file.clone(),
+                msg: e.to_string(),
+            })?;
         results.push(r);
     }
     check(&results)?;
-    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), cfg.bos_token_id, cfg.eos_token_ids.clone())?;
+    let tokenizer = Tokenizer::from_file(
+        &dir.join("tokenizer.json"),
+        cfg.bos_token_id,
+        cfg.eos_token_ids.clone(),
+    )?;
     Ok(Loaded { model, tokenizer })
 }
 
 /// The resolved configuration stored in a GGUF header.
 pub fn gguf_config(g: &GgufFile) -> Result<LlamaConfig> {
-    let arch = g.get("general.architecture")?.as_str().unwrap_or_default().to_string();
+    let arch = g
+        .get("general.architecture")?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if arch != "llama" {
-        return Err(Error::Unsupported(format!("GGUF architecture {arch:?}; only \"llama\" is supported")));
+        return Err(Error::Unsupported(format!(
+            "GGUF architecture {arch:?}; only \"llama\" is supported"
+        )));
     }
     if g.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
-        return Err(Error::Unsupported("GGUF rope_freqs (llama3 RoPE scaling stored as a tensor)".into()));
+        return Err(Error::Unsupported(
+            "GGUF rope_freqs (llama3 RoPE scaling stored as a tensor)".into(),
+        ));
     }
     let k = |s: &str| format!("llama.{s}");
     let heads = g.get_u64(&k("attention.head_count"))? as usize;
     let hidden = g.get_u64(&k("embedding_length"))? as usize;
     let vocab = match g.metadata.get(&k("vocab_size")).and_then(|v| v.as_u64()) {
         Some(v) => v as usize,
-        None => g.get("tokenizer.ggml.tokens")?.as_array().map(<[_]>::len).unwrap_or(0),
+        None => g
+            .get("tokenizer.ggml.tokens")?
+            .as_array()
+            .map(<[_]>::len)
+            .unwrap_or(0),
     };
-    let head_dim = match g.metadata.get(&k("rope.dimension_count")).and_then(|v| v.as_u64()) {
+    let head_dim = match g
+        .metadata
+        .get(&k("rope.dimension_count"))
+        .and_then(|v| v.as_u64())
+    {
         Some(d) => d as usize,
         None => hidden / heads.max(1),
     };
@@ -151,15 +202,26 @@ pub fn gguf_config(g: &GgufFile) -> Result<LlamaConfig> {
         g.get_u64(&k("feed_forward_length"))? as usize,
         g.get_u64(&k("block_count"))? as usize,
         heads,
-        g.metadata.get(&k("attention.head_count_kv")).and_then(|v| v.as_u64()).map(|v| v as usize).unwrap_or(heads),
+        g.metadata
+            .get(&k("attention.head_count_kv"))
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .unwrap_or(heads),
         head_dim,
     )
     .with_max_position_embeddings(g.get_u64(&k("context_length"))? as usize)
     .with_rms_norm_eps(g.get_f64(&k("attention.layer_norm_rms_epsilon"))?)
-    .with_rope_theta(g.metadata.get(&k("rope.freq_base")).and_then(|v| v.as_f64()).unwrap_or(10_000.0))
+    .with_rope_theta(
+        g.metadata
+            .get(&k("rope.freq_base"))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(10_000.0),
+    )
     .with_tie_word_embeddings(!g.tensors.iter().any(|t| t.name == "output.weight"))
     .with_bos_token_id(g.get_u64("tokenizer.ggml.bos_token_id").unwrap_or(1) as u32)
-    .with_eos_token_ids(vec![g.get_u64("tokenizer.ggml.eos_token_id").unwrap_or(2) as u32]);
+    .with_eos_token_ids(vec![
+        g.get_u64("tokenizer.ggml.eos_token_id").unwrap_or(2) as u32
+    ]);
     cfg.validate()?;
     Ok(cfg)
 }
@@ -229,11 +291,20 @@ fn gguf_tensor(g: &GgufFile, info: &TensorInfo, cfg: &LlamaConfig) -> Result<Pac
     if let Some(n_head) = n_head {
         let (rows, cols) = (shape[0], shape.get(1).copied().unwrap_or(1));
         if rows % (2 * n_head) != 0 {
-            return Err(Error::Weights(format!("{}: {rows} rows do not split into {n_head} heads", info.name)));
+            return Err(Error::Weights(format!(
+                "{}: {rows} rows do not split into {n_head} heads",
+                info.name
+            )));
         }
         data = unpermute_rows(&data, rows, cols, n_head);
     }
-    Ok(PackTensor::new(name, DType::F32, shape, None, Bytes::from_elems(data)))
+    Ok(PackTensor::new(
+        name,
+        DType::F32,
+        shape,
+        None,
+        Bytes::from_elems(data),
+    ))
 }
 
 /// Loads a GGUF file: configuration from its metadata, weights dequantised to f32 (Q/K
@@ -242,7 +313,11 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Loaded> {
     let g = GgufFile::open(path)?;
     let cfg = gguf_config(&g)?;
     let mut model = cfg.init(device);
-    let tensors = g.tensors.iter().map(|t| gguf_tensor(&g, t, &cfg)).collect::<Result<Vec<_>>>()?;
+    let tensors = g
+        .tensors
+        .iter()
+        .map(|t| gguf_tensor(&g, t, &cfg))
+        .collect::<Result<Vec<_>>>()?;
     let adapter: Box<dyn ModuleAdapter> = Box::new(PyTorchToBurnAdapter);
     let result = model.apply(tensors, None, Some(adapter), false);
     check(&[result])?;

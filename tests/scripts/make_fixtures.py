@@ -12,6 +12,7 @@ sharded bf16 copy), tests/fixtures/tiny-llama-ref.safetensors and tests/fixtures
 The SmolLM2 reference loads the GGUF through transformers' own GGUF integration
 (dequantisation and Q/K un-permutation done by transformers and gguf-py, not by us).
 """
+import copy
 import json
 import os
 import struct
@@ -73,8 +74,7 @@ def tiny():
     byte_tokenizer(os.path.join(out, "tokenizer.json"))
     # The same weights, bf16 and sharded: exercises the index and the cast on load.
     shard = os.path.join(FIX, "tiny-llama-bf16-sharded")
-    model.to(torch.bfloat16).save_pretrained(shard, safe_serialization=True, max_shard_size="60KB")
-    model.float()
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(shard, safe_serialization=True, max_shard_size="60KB")
     byte_tokenizer(os.path.join(shard, "tokenizer.json"))
     bf16_model = LlamaForCausalLM.from_pretrained(shard, torch_dtype=torch.float32).eval()
 
@@ -104,6 +104,13 @@ def smollm2():
     assets = os.path.join(ROOT, ".assets")
     name = "SmolLM2-135M-Instruct.Q4_1.gguf"
     tok = AutoTokenizer.from_pretrained(assets, gguf_file=name)
+    # transformers' GGUF converter ignores `tokenizer.ggml.pre`; SmolLM2's own tokenizer (and
+    # llama.cpp's `smollm` pre-type) splits digits one by one before the GPT-2 byte-level
+    # regex. Restore that pipeline so the reference ids are the model's real ones (they
+    # differ where several spaces precede a digit).
+    from tokenizers import pre_tokenizers as pt
+    tok.backend_tokenizer.pre_tokenizer = pt.Sequence(
+        [pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False, use_regex=True)])
     model = AutoModelForCausalLM.from_pretrained(assets, gguf_file=name, torch_dtype=torch.float32).eval()
     tensors, meta = {}, {"prompts": PROMPTS, "books": {}}
     for i, p in enumerate(PROMPTS):

@@ -18,23 +18,33 @@ pub fn device() -> Device {
 
 /// Path of a file under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// Path of a file under the repository's `.assets/` (fetched by `scripts/fetch-assets.sh`).
 pub fn asset(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::var_os("FOCUS_ASSETS").map(PathBuf::from).unwrap_or(root.join(".assets")).join(name)
+    std::env::var_os("FOCUS_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or(root.join(".assets"))
+        .join(name)
 }
 
 /// The default model; panics with the fix if it has not been fetched.
 pub fn smollm2_path() -> PathBuf {
     let p = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} missing: run scripts/fetch-assets.sh first", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: run scripts/fetch-assets.sh first",
+        p.display()
+    );
     p
 }
 
 /// A reference file of named tensors written by `tests/scripts/make_fixtures.py`.
+#[derive(Debug)]
 pub struct Reference {
     bytes: Vec<u8>,
 }
@@ -48,8 +58,10 @@ impl Reference {
     }
 
     fn view(&self, key: &str) -> safetensors::tensor::TensorView<'_> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("valid safetensors fixture");
-        st.tensor(key).unwrap_or_else(|_| panic!("fixture has no tensor {key}"))
+        let st =
+            safetensors::SafeTensors::deserialize(&self.bytes).expect("valid safetensors fixture");
+        st.tensor(key)
+            .unwrap_or_else(|_| panic!("fixture has no tensor {key}"))
     }
 
     /// Shape of a tensor.
@@ -61,14 +73,20 @@ impl Reference {
     pub fn f32(&self, key: &str) -> Vec<f32> {
         let v = self.view(key);
         assert_eq!(v.dtype(), safetensors::Dtype::F32, "{key} is not f32");
-        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+        v.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
 
     /// An i32 tensor as u32 ids, flattened.
     pub fn ids(&self, key: &str) -> Vec<u32> {
         let v = self.view(key);
         assert_eq!(v.dtype(), safetensors::Dtype::I32, "{key} is not i32");
-        v.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u32).collect()
+        v.data()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as u32)
+            .collect()
     }
 
     /// A u8 tensor, flattened.
@@ -79,13 +97,19 @@ impl Reference {
 
 /// The values of a tensor as a flat f32 vector.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Largest absolute value.

@@ -21,7 +21,10 @@ fn dequantisation_matches_gguf_py() {
         let got = dequantize(ty, &raw, expected.len());
         // gguf-py computes in f32 (f16 scales widened), as we do: observed error 0.
         let err = max_abs_diff(&got, &expected);
-        assert!(err <= 1e-6 * focus_tests::max_abs(&expected), "{name}: max error {err}");
+        assert!(
+            err <= 1e-6 * focus_tests::max_abs(&expected),
+            "{name}: max error {err}"
+        );
     }
 }
 
@@ -35,10 +38,16 @@ fn write_tmp(bytes: &[u8]) -> tempfile::NamedTempFile {
 #[test]
 fn malformed_files_are_errors_not_panics() {
     let not_gguf = write_tmp(b"this is not a model");
-    assert!(matches!(GgufFile::open(not_gguf.path()), Err(Error::Gguf { .. })));
+    assert!(matches!(
+        GgufFile::open(not_gguf.path()),
+        Err(Error::Gguf { .. })
+    ));
 
     let empty = write_tmp(b"");
-    assert!(matches!(GgufFile::open(empty.path()), Err(Error::Gguf { .. })));
+    assert!(matches!(
+        GgufFile::open(empty.path()),
+        Err(Error::Gguf { .. })
+    ));
 
     // A header that promises more metadata than the file holds.
     let mut h = b"GGUF".to_vec();

@@ -14,7 +14,9 @@ fn copy_dir(src: &Path, dst: &Path) {
 }
 
 /// Rewrites the tiny model's safetensors through `edit`.
-fn edited(edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) -> tempfile::TempDir {
+fn edited(
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture("tiny-llama"), dir.path());
     let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
@@ -27,7 +29,12 @@ fn edited(edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Ve
     edit(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
     dir
@@ -44,20 +51,36 @@ fn load_err(dir: &Path) -> String {
 fn missing_tensor_is_named() {
     let dir = edited(|t| t.retain(|(n, ..)| n != "model.layers.1.mlp.up_proj.weight"));
     let msg = load_err(dir.path());
-    assert!(msg.contains("missing") && msg.contains("model.layers.1.mlp.up_proj.weight"), "{msg}");
+    assert!(
+        msg.contains("missing") && msg.contains("model.layers.1.mlp.up_proj.weight"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn unused_tensor_is_named() {
-    let dir = edited(|t| t.push(("model.extra.weight".into(), safetensors::Dtype::F32, vec![2], vec![0; 8])));
+    let dir = edited(|t| {
+        t.push((
+            "model.extra.weight".into(),
+            safetensors::Dtype::F32,
+            vec![2],
+            vec![0; 8],
+        ))
+    });
     let msg = load_err(dir.path());
-    assert!(msg.contains("unexpected") && msg.contains("model.extra.weight"), "{msg}");
+    assert!(
+        msg.contains("unexpected") && msg.contains("model.extra.weight"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn misshaped_tensor_is_named() {
     let dir = edited(|t| {
-        let e = t.iter_mut().find(|(n, ..)| n == "model.norm.weight").unwrap();
+        let e = t
+            .iter_mut()
+            .find(|(n, ..)| n == "model.norm.weight")
+            .unwrap();
         e.2 = vec![32];
         e.3.truncate(32 * 4);
     });
@@ -70,11 +93,21 @@ fn unsupported_architecture_and_missing_dir() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture("tiny-llama"), dir.path());
     let cfg = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
-    std::fs::write(dir.path().join("config.json"), cfg.replace("\"llama\"", "\"gpt2\"")).unwrap();
-    assert!(matches!(load(dir.path(), &device()), Err(Error::Unsupported(_))));
+    std::fs::write(
+        dir.path().join("config.json"),
+        cfg.replace("\"llama\"", "\"gpt2\""),
+    )
+    .unwrap();
+    assert!(matches!(
+        load(dir.path(), &device()),
+        Err(Error::Unsupported(_))
+    ));
 
     let empty = tempfile::tempdir().unwrap();
     let msg = load_err(empty.path());
     assert!(msg.contains("config.json"), "{msg}");
-    assert!(matches!(load(&empty.path().join("nope"), &device()), Err(Error::Io { .. })));
+    assert!(matches!(
+        load(&empty.path().join("nope"), &device()),
+        Err(Error::Io { .. })
+    ));
 }

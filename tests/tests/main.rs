@@ -5,6 +5,7 @@
 //! - `gguf`: dequantisation against gguf-py, and malformed files.
 //! - `loading`: strict loading errors.
 
+mod focus_fidelity;
 mod gguf;
 mod loading;
 mod parity_smollm2;

@@ -13,7 +13,10 @@ fn smollm2() -> &'static Loaded {
 
 fn reference() -> (Reference, serde_json::Value) {
     let meta = std::fs::read_to_string(focus_tests::fixture("smollm2-ref.json")).unwrap();
-    (Reference::open("smollm2-ref.safetensors"), serde_json::from_str(&meta).unwrap())
+    (
+        Reference::open("smollm2-ref.safetensors"),
+        serde_json::from_str(&meta).unwrap(),
+    )
 }
 
 #[test]
@@ -29,7 +32,10 @@ fn prompt_ids_and_next_token_logits_match() {
         let err = max_abs_diff(&got, &expected);
         // 30 layers in f32 with different summation orders; observed max error ~1e-4
         // on logits of magnitude ~25.
-        assert!(err < 2e-3 * max_abs(&expected), "prompt {i}: max logit error {err}");
+        assert!(
+            err < 2e-3 * max_abs(&expected),
+            "prompt {i}: max logit error {err}"
+        );
     }
 }
 
@@ -40,7 +46,11 @@ fn greedy_continuations_match() {
     for i in 0..meta["prompts"].as_array().unwrap().len() {
         let ids = r.ids(&format!("ids.{i}"));
         let expected = r.ids(&format!("greedy.{i}"));
-        assert_eq!(m.model.generate_greedy(&ids, expected.len()), expected, "prompt {i}");
+        assert_eq!(
+            m.model.generate_greedy(&ids, expected.len()),
+            expected,
+            "prompt {i}"
+        );
     }
 }
 
@@ -51,10 +61,23 @@ fn tokenizer_round_trips_books_and_matches_hf_ids() {
     for (book, expected) in meta["books"].as_object().unwrap() {
         let text = std::fs::read_to_string(asset(&format!("books/{book}.txt"))).unwrap();
         let ids = tok.encode(&text, false).unwrap();
-        assert_eq!(ids.len() as u64, expected["tokens"].as_u64().unwrap(), "{book}: token count");
-        let first: Vec<u32> = expected["first"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(
+            ids.len() as u64,
+            expected["tokens"].as_u64().unwrap(),
+            "{book}: token count"
+        );
+        let first: Vec<u32> = expected["first"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(&ids[..first.len()], &first[..], "{book}: first ids");
-        assert_eq!(fnv1a64_u32le(&ids), expected["fnv1a64_u32le"].as_str().unwrap(), "{book}: ids digest");
+        assert_eq!(
+            fnv1a64_u32le(&ids),
+            expected["fnv1a64_u32le"].as_str().unwrap(),
+            "{book}: ids digest"
+        );
         assert_eq!(tok.decode(&ids).unwrap(), text, "{book}: round trip");
     }
 }

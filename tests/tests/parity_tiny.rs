@@ -6,7 +6,9 @@ use focus_model::{LlamaForCausalLM, Rows, load, model::ids_tensor};
 use focus_tests::{Reference, device, fixture, max_abs, max_abs_diff, values};
 
 fn tiny() -> LlamaForCausalLM {
-    load(&fixture("tiny-llama"), &device()).expect("tiny fixture loads").model
+    load(&fixture("tiny-llama"), &device())
+        .expect("tiny fixture loads")
+        .model
 }
 
 fn input(r: &Reference) -> (Vec<u32>, usize) {
@@ -29,12 +31,18 @@ fn hidden_states_match_layer_by_layer() {
         let got = values(x.clone());
         let err = max_abs_diff(&got, &expected);
         // Observed: 0 for the embeddings, up to 1.2e-6 after layer 2 (values up to ~10).
-        assert!(err < 2e-5 * max_abs(&expected).max(1.0), "input of layer {i}: max error {err}");
+        assert!(
+            err < 2e-5 * max_abs(&expected).max(1.0),
+            "input of layer {i}: max error {err}"
+        );
         x = layer.forward(x, &cos, &sin, None, Rows::Plain).0;
     }
     let expected = r.f32(&format!("hidden.{n}"));
     let err = max_abs_diff(&values(model.model.norm.forward(x)), &expected);
-    assert!(err < 2e-5 * max_abs(&expected).max(1.0), "final norm: max error {err}");
+    assert!(
+        err < 2e-5 * max_abs(&expected).max(1.0),
+        "final norm: max error {err}"
+    );
 }
 
 #[test]
@@ -42,7 +50,12 @@ fn logits_match() {
     let r = Reference::open("tiny-llama-ref.safetensors");
     let model = tiny();
     let (ids, t) = input(&r);
-    let f = model.forward(ids_tensor(&ids, &model.device()).reshape([2, t]), 0, None, Rows::Plain);
+    let f = model.forward(
+        ids_tensor(&ids, &model.device()).reshape([2, t]),
+        0,
+        None,
+        Rows::Plain,
+    );
     let got = values(model.logits(f.hidden));
     let expected = r.f32("logits");
     let err = max_abs_diff(&got, &expected);
@@ -53,9 +66,16 @@ fn logits_match() {
 #[test]
 fn bf16_sharded_checkpoint_matches() {
     let r = Reference::open("tiny-llama-ref.safetensors");
-    let model = load(&fixture("tiny-llama-bf16-sharded"), &device()).expect("sharded bf16 loads").model;
+    let model = load(&fixture("tiny-llama-bf16-sharded"), &device())
+        .expect("sharded bf16 loads")
+        .model;
     let (ids, t) = input(&r);
-    let f = model.forward(ids_tensor(&ids, &model.device()).reshape([2, t]), 0, None, Rows::Plain);
+    let f = model.forward(
+        ids_tensor(&ids, &model.device()).reshape([2, t]),
+        0,
+        None,
+        Rows::Plain,
+    );
     let err = max_abs_diff(&values(model.logits(f.hidden)), &r.f32("logits_bf16"));
     // bf16 weights cast to f32 on both sides, so this is f32 arithmetic again: observed ~2e-6.
     assert!(err < 1e-4, "max logit error {err}");

@@ -1,0 +1,322 @@
+//! `focus bench`: prefill and decode throughput and peak memory against context length,
+//! FocusLLM versus full attention. Prints a table and writes JSON.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use focus_core::{FocusConfig, Session};
+use focus_model::{LlamaConfig, LlamaForCausalLM};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+
+use crate::common::{FocusArgs, ModelArgs, load_model, write_atomic};
+
+/// Measure throughput and memory.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Use randomly initialised weights of a known shape instead of --model
+    /// (throughput does not depend on the values): smollm2-135m, llama-1b.
+    #[arg(long)]
+    pub random: Option<String>,
+    #[command(flatten)]
+    pub focus: FocusArgs,
+    /// Prefill lengths in tokens (k = 1024), e.g. 512,2k,16k.
+    #[arg(long, value_delimiter = ',', default_value = "512,2048")]
+    pub prefill: Vec<String>,
+    /// Context lengths at which to measure decoding.
+    #[arg(long, value_delimiter = ',', default_value = "512")]
+    pub decode: Vec<String>,
+    /// Tokens generated per decode measurement.
+    #[arg(long, default_value_t = 16)]
+    pub decode_tokens: usize,
+    /// What to compare: full (this project's full-attention decoder), focus, or both.
+    #[arg(long, value_delimiter = ',', default_value = "full,focus")]
+    pub modes: Vec<String>,
+    /// Skip full attention above this many tokens (it is quadratic).
+    #[arg(long, default_value = "32k")]
+    pub full_max: String,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// One measurement.
+#[derive(Serialize, Debug, Clone)]
+pub struct Row {
+    pub mode: String,
+    pub phase: String,
+    pub context: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    pub peak_memory_mb: Option<f64>,
+    pub chunk_cache_mb: f64,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    model: String,
+    device: String,
+    dtype: String,
+    threads: usize,
+    local_window: usize,
+    chunk: usize,
+    rows: &'a [Row],
+}
+
+/// A progress bar on stderr (hidden when `hidden`).
+pub fn progress_bar(hidden: bool, unit: &str) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {{bar:30}} {{pos}}/{{len}} {unit} {{elapsed}} (eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Parses `512`, `2k`, `128K`.
+pub fn parse_len(s: &str) -> Result<usize> {
+    let t = s.trim();
+    let (num, mul) = match t.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1024),
+        None => (t, 1),
+    };
+    match num.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n * mul),
+        _ => bail!("bad length {s:?} (use e.g. 512, 2k, 128k)"),
+    }
+}
+
+/// Resets the peak resident-set size of this process (Linux), so that a later
+/// [`peak_rss_mb`] measures from now.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Bytes the FocusLLM chunk caches take for an input of `len` tokens:
+/// `sum_j (s_j + p) * layers * 2 * kv_heads * head_dim * bytes_per_value`.
+pub fn chunk_cache_bytes(
+    cfg: &LlamaConfig,
+    f: &FocusConfig,
+    len: usize,
+    bytes_per_value: usize,
+) -> usize {
+    let memory = len.saturating_sub(f.local_window);
+    let chunks = memory.div_ceil(f.chunk_len);
+    let rows = memory + chunks * f.prompt_len();
+    rows * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * bytes_per_value
+}
+
+fn sync(device: &Device) {
+    let _ = device.sync();
+}
+
+struct Bench<'a> {
+    model: &'a LlamaForCausalLM,
+    device: Device,
+    focus: FocusConfig,
+    rng: StdRng,
+}
+
+impl Bench<'_> {
+    fn ids(&mut self, len: usize) -> Vec<u32> {
+        let cfg = self.model.config();
+        let v = cfg.vocab_size as u32;
+        let mut ids = vec![cfg.bos_token_id];
+        ids.extend((1..len).map(|_| self.rng.random_range(32..v.max(33))));
+        ids
+    }
+
+    fn config_for(&self, mode: &str, len: usize) -> FocusConfig {
+        if mode == "full" {
+            FocusConfig {
+                local_window: len,
+                ..self.focus.clone()
+            }
+        } else {
+            self.focus.clone()
+        }
+    }
+
+    /// Prefill `len` tokens; returns seconds.
+    fn prefill(&mut self, mode: &str, len: usize) -> f64 {
+        let ids = self.ids(len);
+        let cfg = self.config_for(mode, len);
+        let bos = self.model.config().bos_token_id;
+        let t = Instant::now();
+        let (_, logits) =
+            Session::prefill(self.model, &cfg, bos, &ids, |_, _| {}).expect("valid settings");
+        let _ = logits.into_data();
+        sync(&self.device);
+        t.elapsed().as_secs_f64()
+    }
+
+    /// Prefill `len` tokens, then time `n` greedy steps; returns seconds for the steps.
+    fn decode(&mut self, mode: &str, len: usize, n: usize) -> f64 {
+        let ids = self.ids(len);
+        let cfg = self.config_for(mode, len);
+        let bos = self.model.config().bos_token_id;
+        let (mut s, logits) =
+            Session::prefill(self.model, &cfg, bos, &ids, |_, _| {}).expect("valid settings");
+        let mut next = focus_model::model::argmax(&logits)[0];
+        sync(&self.device);
+        let t = Instant::now();
+        for _ in 0..n {
+            let logits = s.step(next);
+            next = focus_model::model::argmax(&logits)[0];
+        }
+        sync(&self.device);
+        t.elapsed().as_secs_f64()
+    }
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<()> {
+    let (model, device, name) = match &args.random {
+        Some(shape) => {
+            let cfg = match shape.as_str() {
+                "smollm2-135m" => LlamaConfig::smollm2_135m(),
+                "llama-1b" => LlamaConfig::llama_1b(),
+                other => bail!("unknown --random shape {other:?} (smollm2-135m, llama-1b)"),
+            };
+            let mut device = crate::device::parse(&args.model.device)?;
+            crate::device::set_dtype(&mut device, &args.model.dtype)?;
+            (
+                cfg.init(&device).with_candidate_projections(),
+                device,
+                format!("random {shape}"),
+            )
+        }
+        None => {
+            let (loaded, device) = load_model(&args.model, true)?;
+            (loaded.model, device, args.model.model.display().to_string())
+        }
+    };
+    let max_pos = usize::MAX / 4;
+    let focus = args.focus.config(max_pos)?;
+    for m in &args.modes {
+        if m != "full" && m != "focus" {
+            bail!("unknown mode {m:?} (full, focus)");
+        }
+    }
+    let prefill: Vec<usize> = args
+        .prefill
+        .iter()
+        .map(|s| parse_len(s))
+        .collect::<Result<_>>()?;
+    let decode: Vec<usize> = args
+        .decode
+        .iter()
+        .map(|s| parse_len(s))
+        .collect::<Result<_>>()?;
+    let full_max = parse_len(&args.full_max)?;
+    let bytes_per_value = match args.model.dtype.as_str() {
+        "f32" => 4,
+        _ => 2,
+    };
+    let mut bench = Bench {
+        model: &model,
+        device: device.clone(),
+        focus: focus.clone(),
+        rng: StdRng::seed_from_u64(0),
+    };
+    // Warm-up: kernels, allocators, autotuning.
+    bench.prefill("full", 64);
+    let mut rows = Vec::new();
+    let mut plan: Vec<(String, &str, usize)> = Vec::new();
+    for mode in &args.modes {
+        for &len in &prefill {
+            plan.push((mode.clone(), "prefill", len));
+        }
+        for &len in &decode {
+            plan.push((mode.clone(), "decode", len));
+        }
+    }
+    plan.retain(|(m, _, len)| m != "full" || *len <= full_max);
+    let bar = progress_bar(quiet, "runs");
+    bar.set_length(plan.len() as u64);
+    for (mode, phase, len) in plan {
+        bar.set_message(format!("{mode} {phase} {len}"));
+        reset_peak_rss();
+        let (tokens, seconds) = if phase == "prefill" {
+            (len, bench.prefill(&mode, len))
+        } else {
+            (
+                args.decode_tokens,
+                bench.decode(&mode, len, args.decode_tokens),
+            )
+        };
+        let cache = if mode == "focus" {
+            chunk_cache_bytes(model.config(), &focus, len, bytes_per_value)
+        } else {
+            0
+        };
+        rows.push(Row {
+            mode,
+            phase: phase.to_string(),
+            context: len,
+            tokens,
+            seconds,
+            tokens_per_s: tokens as f64 / seconds,
+            peak_memory_mb: peak_rss_mb(),
+            chunk_cache_mb: cache as f64 / 1048576.0,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "model: {name}; device: {}; dtype: {}; W = {}, S = {}",
+        args.model.device, args.model.dtype, focus.local_window, focus.chunk_len
+    );
+    println!(
+        "| mode  | phase   | context | tokens | seconds | tokens/s | peak RSS MB | chunk caches MB |"
+    );
+    println!(
+        "|-------|---------|--------:|-------:|--------:|---------:|------------:|----------------:|"
+    );
+    for r in &rows {
+        println!(
+            "| {:5} | {:7} | {:>7} | {:>6} | {:>7.2} | {:>8.1} | {:>11} | {:>15.0} |",
+            r.mode,
+            r.phase,
+            r.context,
+            r.tokens,
+            r.seconds,
+            r.tokens_per_s,
+            r.peak_memory_mb.map_or("-".into(), |m| format!("{m:.0}")),
+            r.chunk_cache_mb
+        );
+    }
+    if let Some(path) = &args.json {
+        let out = Output {
+            model: name,
+            device: args.model.device.clone(),
+            dtype: args.model.dtype.clone(),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            local_window: focus.local_window,
+            chunk: focus.chunk_len,
+            rows: &rows,
+        };
+        write_atomic(path, serde_json::to_string_pretty(&out)?.as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Options and steps shared by the subcommands: model loading, input, FocusLLM settings.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use focus_core::FocusConfig;
+use focus_model::{Loaded, load};
+
+/// Model and device options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: an HF directory (config.json, safetensors, tokenizer.json) or a GGUF file.
+    #[arg(long, short, default_value = ".assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    pub model: PathBuf,
+    /// Trained candidate projections (safetensors, reference key layout); without it they
+    /// start as copies of the base projections.
+    #[arg(long)]
+    pub focus_weights: Option<PathBuf>,
+    /// Device: auto (honours BURN_DEVICE), cpu, wgpu, vulkan, metal, cuda[:N]; only the
+    /// backends compiled into this binary are available.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Float type of the computation: f32, f16, bf16 (half types on GPUs).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+/// FocusLLM settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FocusArgs {
+    /// Local window W: the last W tokens are decoded normally.
+    #[arg(long, default_value_t = 2048)]
+    pub local_window: usize,
+    /// Chunk length S of the memory.
+    #[arg(long, default_value_t = 2048)]
+    pub chunk: usize,
+    /// How many chunks run through the model in one batched pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Cap on the dynamic prompt length (512 in the paper).
+    #[arg(long, default_value_t = 512)]
+    pub prompt_cap: usize,
+}
+
+impl FocusArgs {
+    /// Checked settings for a model with context `max_pos`.
+    pub fn config(&self, max_pos: usize) -> Result<FocusConfig> {
+        let cfg = FocusConfig {
+            local_window: self.local_window,
+            chunk_len: self.chunk,
+            prompt_cap: self.prompt_cap,
+            max_batch: self.batch,
+        };
+        cfg.validate()?;
+        if cfg.local_window > max_pos {
+            bail!(
+                "--local-window {} is larger than the model's context ({max_pos} positions)",
+                cfg.local_window
+            );
+        }
+        if cfg.chunk_len + cfg.prompt_len() + 1 > max_pos {
+            bail!(
+                "--chunk {} plus its dynamic prompt exceeds the model's context ({max_pos} positions)",
+                cfg.chunk_len
+            );
+        }
+        Ok(cfg)
+    }
+}
+
+/// Builds the device and loads the model (with candidate projections when `focus`).
+pub fn load_model(args: &ModelArgs, focus: bool) -> Result<(Loaded, Device)> {
+    let mut device = crate::device::parse(&args.device)?;
+    crate::device::set_dtype(&mut device, &args.dtype)?;
+    if !args.model.exists() {
+        bail!(
+            "model {} not found (run scripts/fetch-assets.sh for the default model)",
+            args.model.display()
+        );
+    }
+    let mut loaded =
+        load(&args.model, &device).with_context(|| format!("loading {}", args.model.display()))?;
+    if focus {
+        loaded.model = match &args.focus_weights {
+            Some(p) => loaded.model.load_candidate_projections(p)?,
+            None => loaded.model.with_candidate_projections(),
+        };
+    } else if args.focus_weights.is_some() {
+        bail!("--focus-weights has no effect with --no-focus");
+    }
+    Ok((loaded, device))
+}
+
+/// Input options: text, a text file, or token ids.
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct InputArgs {
+    /// The prompt text.
+    #[arg(long, short)]
+    pub prompt: Option<String>,
+    /// A file holding the prompt text (UTF-8); `-` reads stdin.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// A JSON file holding the prompt as an array of token ids.
+    #[arg(long)]
+    pub prompt_ids: Option<PathBuf>,
+}
+
+/// Reads a UTF-8 text file, or stdin for `-`.
+pub fn read_text(path: &std::path::Path) -> Result<String> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("reading stdin")?;
+        b
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not valid UTF-8 (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+impl InputArgs {
+    /// The token ids of the input (BOS first when the text is tokenised).
+    pub fn ids(&self, loaded: &Loaded) -> Result<Vec<u32>> {
+        let ids = if let Some(path) = &self.prompt_ids {
+            let text = read_text(path)?;
+            let ids: Vec<u32> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON array of token ids", path.display()))?;
+            let vocab = loaded.model.config().vocab_size;
+            if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+                bail!(
+                    "token id {bad} in {} is outside the vocabulary ({vocab})",
+                    path.display()
+                );
+            }
+            ids
+        } else {
+            let text = match (&self.prompt, &self.prompt_file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(p)) => read_text(p)?,
+                _ => unreachable!("clap requires one input"),
+            };
+            loaded.tokenizer.encode(&text, true)?
+        };
+        if ids.is_empty() || (self.prompt_ids.is_none() && ids.len() == 1) {
+            bail!("the prompt is empty");
+        }
+        Ok(ids)
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Logits `[1, vocab]` as a vector.
+pub fn row(logits: Tensor<2>) -> Vec<f32> {
+    logits
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float logits")
+}

@@ -1,0 +1,170 @@
+//! `focus generate`: streaming generation with FocusLLM memory.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::Result;
+use focus_core::{FocusConfig, Sampler, Session};
+use serde::Serialize;
+
+use crate::common::{FocusArgs, InputArgs, ModelArgs, load_model, row};
+
+/// Generate a continuation of a prompt.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub focus: FocusArgs,
+    /// Plain decoder with full attention over the whole input (no memory).
+    #[arg(long)]
+    pub no_focus: bool,
+    /// Number of tokens to generate (generation also stops at an end-of-sequence token).
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output: `text` streams tokens; `json` prints one object at the end.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+struct Report {
+    generated_ids: Vec<u32>,
+    text: String,
+    top_logits: Vec<(u32, f32)>,
+    plan: PlanReport,
+    timings: Timings,
+}
+
+#[derive(Serialize)]
+struct PlanReport {
+    input_tokens: usize,
+    chunks: usize,
+    local_tokens: usize,
+    prompt_tokens: usize,
+    focus: bool,
+}
+
+#[derive(Serialize)]
+struct Timings {
+    prefill_s: f64,
+    decode_s: f64,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+}
+
+fn top_k(v: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<(u32, f32)> = v.iter().enumerate().map(|(i, &x)| (i as u32, x)).collect();
+    idx.sort_by(|a, b| b.1.total_cmp(&a.1));
+    idx.truncate(k);
+    idx
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<()> {
+    let (loaded, _device) = load_model(&args.model, !args.no_focus)?;
+    let cfg = loaded.model.config();
+    let ids = args.input.ids(&loaded)?;
+    let focus_cfg = if args.no_focus {
+        FocusConfig {
+            local_window: ids.len(),
+            ..FocusConfig::default()
+        }
+    } else {
+        args.focus.config(cfg.max_position_embeddings)?
+    };
+    let bar = crate::bench::progress_bar(quiet || args.format == Format::Json, "chunks");
+    let t0 = Instant::now();
+    let (mut session, logits) = Session::prefill(
+        &loaded.model,
+        &focus_cfg,
+        cfg.bos_token_id,
+        &ids,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    let mut logits = row(logits);
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let top_logits = top_k(&logits, 20);
+    let mut sampler = Sampler::new(args.temperature, args.top_p, args.seed);
+    let eos = loaded.tokenizer.eos_ids().to_vec();
+    let mut generated = Vec::new();
+    let mut printed = String::new();
+    let mut out = std::io::stdout().lock();
+    let t1 = Instant::now();
+    while generated.len() < args.max_new_tokens {
+        let token = sampler.sample(&logits);
+        generated.push(token);
+        if args.format == Format::Text {
+            let text = loaded.tokenizer.decode(&generated)?;
+            if let Some(new) = text.strip_prefix(printed.as_str()) {
+                if !new.ends_with('\u{FFFD}') {
+                    write!(out, "{new}")?;
+                    out.flush()?;
+                    printed = text;
+                }
+            }
+        }
+        if eos.contains(&token) || generated.len() == args.max_new_tokens {
+            break;
+        }
+        logits = row(session.step(token));
+    }
+    let decode_s = t1.elapsed().as_secs_f64();
+    let text = loaded.tokenizer.decode(&generated)?;
+    match args.format {
+        Format::Text => {
+            if let Some(rest) = text.strip_prefix(printed.as_str()) {
+                write!(out, "{rest}")?;
+            }
+            writeln!(out)?;
+        }
+        Format::Json => {
+            let plan = session.plan();
+            let report = Report {
+                generated_ids: generated.clone(),
+                text,
+                top_logits,
+                plan: PlanReport {
+                    input_tokens: ids.len(),
+                    chunks: plan.num_chunks(),
+                    local_tokens: plan.local.len(),
+                    prompt_tokens: if plan.num_chunks() > 0 {
+                        plan.prompt.len()
+                    } else {
+                        0
+                    },
+                    focus: !args.no_focus,
+                },
+                timings: Timings {
+                    prefill_s,
+                    decode_s,
+                    prefill_tokens_per_s: ids.len() as f64 / prefill_s,
+                    decode_tokens_per_s: generated.len().saturating_sub(1) as f64
+                        / decode_s.max(1e-9),
+                },
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        }
+    }
+    Ok(())
+}

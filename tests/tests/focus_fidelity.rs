@@ -1,0 +1,222 @@
+//! FocusLLM against the independent Python reference (`tests/scripts/focus_reference.py`):
+//! a tiny seeded model whose candidate projections differ from the base ones, several
+//! (W, S, p) settings, prefill logits and six teacher-forced decode steps. Plus invariants
+//! that need no fixture.
+
+use focus_core::{FocusConfig, Session};
+use focus_model::{LlamaForCausalLM, Rows, load, model::ids_tensor};
+use focus_tests::{Reference, device, fixture, max_abs_diff, values};
+
+fn tiny_focus() -> LlamaForCausalLM {
+    load(&fixture("tiny-llama"), &device())
+        .unwrap()
+        .model
+        .load_candidate_projections(&fixture("tiny-focus-candidates.safetensors"))
+        .expect("candidate projections load")
+}
+
+fn settings() -> Vec<(FocusConfig, usize)> {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tiny-focus-ref.json")).unwrap())
+            .unwrap();
+    meta.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let g = |k: &str| s[k].as_u64().unwrap() as usize;
+            let cfg = FocusConfig {
+                prompt_cap: g("prompt_cap"),
+                ..FocusConfig::new(g("local_window"), g("chunk_len"))
+            };
+            (cfg, g("chunks"))
+        })
+        .collect()
+}
+
+const BOS: u32 = 256;
+
+#[test]
+fn logits_and_greedy_tokens_match_the_reference() {
+    let r = Reference::open("tiny-focus-ref.safetensors");
+    let model = tiny_focus();
+    let ids = r.ids("input_ids");
+    let vocab = model.config().vocab_size;
+    for (i, (cfg, chunks)) in settings().into_iter().enumerate() {
+        let expected = r.f32(&format!("logits.{i}"));
+        let greedy = r.ids(&format!("greedy.{i}"));
+        let (mut s, mut logits) = Session::prefill(&model, &cfg, BOS, &ids, |_, _| {}).unwrap();
+        assert_eq!(s.plan().num_chunks(), chunks, "setting {i}: chunk count");
+        for (t, &token) in greedy.iter().enumerate() {
+            let got = values(logits.clone());
+            let err = max_abs_diff(&got, &expected[t * vocab..(t + 1) * vocab]);
+            // f32 throughout; observed max error ~3e-6 on logits of magnitude ~10.
+            assert!(
+                err < 1e-4,
+                "setting {i} ({cfg:?}) step {t}: max logit error {err}"
+            );
+            assert_eq!(
+                focus_core::sample::argmax(&got),
+                token,
+                "setting {i} step {t}: greedy token"
+            );
+            logits = s.step(token);
+        }
+        let err = max_abs_diff(&values(logits), &expected[greedy.len() * vocab..]);
+        assert!(err < 1e-4, "setting {i}: last step max logit error {err}");
+    }
+}
+
+#[test]
+fn batched_and_one_by_one_decoding_agree() {
+    let r = Reference::open("tiny-focus-ref.safetensors");
+    let model = tiny_focus();
+    let ids = r.ids("input_ids");
+    let run = |max_batch: usize| {
+        let cfg = FocusConfig::new(24, 16).with_max_batch(max_batch);
+        let (mut s, l0) = Session::prefill(&model, &cfg, BOS, &ids, |_, _| {}).unwrap();
+        let mut out = values(l0);
+        for tok in [3, 14, 15] {
+            out.extend(values(s.step(tok)));
+        }
+        out
+    };
+    let one = run(1);
+    let all = run(64);
+    let err = max_abs_diff(&one, &all);
+    // Same arithmetic, different batch shapes: observed < 1e-6.
+    assert!(err < 1e-5, "batched vs one-by-one: max error {err}");
+}
+
+#[test]
+fn chunk_caches_equal_a_fresh_forward_after_each_step() {
+    let r = Reference::open("tiny-focus-ref.safetensors");
+    let model = tiny_focus();
+    let ids = r.ids("input_ids");
+    let cfg = FocusConfig::new(48, 20).with_max_batch(4);
+    let (mut s, _) = Session::prefill(&model, &cfg, BOS, &ids, |_, _| {}).unwrap();
+    let plan = s.plan().clone();
+    let generated = [5u32, 77, 123];
+    for t in 0..=generated.len() {
+        if t > 0 {
+            s.step(generated[t - 1]);
+        }
+        let mut j = 0;
+        for cache in s.chunk_caches() {
+            for b in 0..cache[0].k.dims()[0] {
+                // chunk ‖ BOS ‖ prompt ‖ g_1..g_{t-1}, all through the base projections.
+                let mut row = plan.chunk_input(&ids, j);
+                row.extend(&generated[..t]);
+                row.pop();
+                let fresh = model.forward(ids_tensor(&row, &model.device()), 0, None, Rows::Plain);
+                for (layer, (c, f)) in cache.iter().zip(&fresh.new_kv).enumerate() {
+                    let ck = values(c.k.clone().narrow(0, b, 1));
+                    let cv = values(c.v.clone().narrow(0, b, 1));
+                    let ek = max_abs_diff(&ck, &values(f.k_rot.clone()));
+                    let ev = max_abs_diff(&cv, &values(f.v.clone()));
+                    // Observed < 1e-6.
+                    assert!(
+                        ek < 1e-4 && ev < 1e-4,
+                        "chunk {j} layer {layer} step {t}: k {ek} v {ev}"
+                    );
+                }
+                j += 1;
+            }
+        }
+        assert_eq!(j, plan.num_chunks());
+    }
+}
+
+#[test]
+fn input_within_the_window_is_the_plain_decoder() {
+    let model = tiny_focus();
+    let ids: Vec<u32> = std::iter::once(BOS)
+        .chain((0..40).map(|i| (i * 7 % 256) as u32))
+        .collect();
+    let (mut s, logits) =
+        Session::prefill(&model, &FocusConfig::new(41, 8), BOS, &ids, |_, _| {}).unwrap();
+    assert!(!s.uses_memory());
+    let (plain, mut cache) = model.prefill(&ids);
+    assert_eq!(values(logits), values(plain));
+    assert_eq!(values(s.step(9)), values(model.step(9, &mut cache)));
+}
+
+#[test]
+fn candidate_weights_round_trip_and_bad_files_are_errors() {
+    let model = tiny_focus();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cand.safetensors");
+    model.save_candidate_projections(&path).unwrap();
+    let reloaded = load(&fixture("tiny-llama"), &device())
+        .unwrap()
+        .model
+        .load_candidate_projections(&path)
+        .unwrap();
+    for (a, b) in model.model.layers.iter().zip(&reloaded.model.layers) {
+        let (a, b) = (
+            a.self_attn.candidate().unwrap(),
+            b.self_attn.candidate().unwrap(),
+        );
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(values(x.weight.val()), values(y.weight.val()));
+        }
+    }
+    // The saved file uses the reference layout: [out, in] under the reference keys.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), 12);
+    assert_eq!(
+        st.tensor("model.layers.2.self_attn.beacon_o_proj.weight")
+            .unwrap()
+            .shape(),
+        &[64, 64]
+    );
+    assert_eq!(
+        st.tensor("model.layers.0.self_attn.beacon_k_proj.weight")
+            .unwrap()
+            .shape(),
+        &[32, 64]
+    );
+
+    // A file from a deeper model: the extra layer is named.
+    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec(), v.shape().to_vec()))
+        .collect();
+    let q0 = tensors
+        .iter()
+        .find(|t| t.0 == "model.layers.0.self_attn.beacon_q_proj.weight")
+        .unwrap()
+        .clone();
+    tensors.push((
+        "model.layers.3.self_attn.beacon_q_proj.weight".into(),
+        q0.1,
+        q0.2,
+    ));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, b, s)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let bad = dir.path().join("bad.safetensors");
+    safetensors::serialize_to_file(views, None, &bad).unwrap();
+    let err = load(&fixture("tiny-llama"), &device())
+        .unwrap()
+        .model
+        .load_candidate_projections(&bad)
+        .unwrap_err();
+    assert!(err.to_string().contains("layers.3"), "{err}");
+    // A missing file.
+    assert!(
+        load(&fixture("tiny-llama"), &device())
+            .unwrap()
+            .model
+            .load_candidate_projections(&dir.path().join("none"))
+            .is_err()
+    );
+}
