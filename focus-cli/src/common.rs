@@ -146,9 +146,10 @@ impl InputArgs {
                 (None, Some(p)) => read_text(p)?,
                 _ => unreachable!("clap requires one input"),
             };
-            loaded.tokenizer.encode(&text, true)?
+            loaded.tokenizer.encode_prompt(&text)?
         };
-        if ids.is_empty() || (self.prompt_ids.is_none() && ids.len() == 1) {
+        let only_bos = self.prompt_ids.is_none() && ids == [loaded.tokenizer.bos_id()];
+        if ids.is_empty() || only_bos {
             bail!("the prompt is empty");
         }
         Ok(ids)

@@ -116,12 +116,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         generated.push(token);
         if args.format == Format::Text {
             let text = loaded.tokenizer.decode(&generated)?;
-            if let Some(new) = text.strip_prefix(printed.as_str()) {
-                if !new.ends_with('\u{FFFD}') {
-                    write!(out, "{new}")?;
-                    out.flush()?;
-                    printed = text;
-                }
+            if let Some(new) = text.strip_prefix(printed.as_str())
+                && !new.ends_with('\u{FFFD}')
+            {
+                write!(out, "{new}")?;
+                out.flush()?;
+                printed = text;
             }
         }
         if eos.contains(&token) || generated.len() == args.max_new_tokens {

@@ -14,7 +14,7 @@ pub enum Sampler {
     TopP {
         temperature: f32,
         top_p: f32,
-        rng: StdRng,
+        rng: Box<StdRng>,
     },
 }
 
@@ -27,7 +27,7 @@ impl Sampler {
             Self::TopP {
                 temperature,
                 top_p: top_p.clamp(f32::MIN_POSITIVE, 1.0),
-                rng: StdRng::seed_from_u64(seed),
+                rng: Box::new(StdRng::seed_from_u64(seed)),
             }
         }
     }

@@ -9,18 +9,21 @@ const BOS: u32 = 1_000_000;
 
 /// A cache row: (token, position) pairs. A candidate: (token, position, first token of its chunk).
 type Row = Vec<(u32, usize)>;
+type Candidate = (u32, usize, u32);
+/// One local pass: the candidates it saw and its ids.
+type LocalCall = (Vec<Candidate>, Vec<u32>);
 
 #[derive(Default)]
 struct Fake {
     /// Every local pass: the candidates it saw and its ids.
-    local_calls: RefCell<Vec<(Vec<(u32, usize, u32)>, Vec<u32>)>>,
+    local_calls: RefCell<Vec<LocalCall>>,
     /// Sizes of the chunk batches run at prefill.
     batch_sizes: RefCell<Vec<usize>>,
 }
 
 impl CondensingModel for Fake {
     type Cache = Vec<Row>;
-    type Candidates = Vec<(u32, usize, u32)>;
+    type Candidates = Vec<Candidate>;
     type Logits = usize;
 
     fn prefill_chunks(&self, rows: &[Vec<u32>]) -> (Self::Cache, Self::Candidates) {

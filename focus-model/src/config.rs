@@ -201,11 +201,9 @@ impl HfLlamaConfig {
             num_hidden_layers: self.num_hidden_layers,
             num_attention_heads: heads,
             num_key_value_heads: self.num_key_value_heads.unwrap_or(heads),
-            head_dim: self.head_dim.unwrap_or(if heads > 0 {
-                self.hidden_size / heads
-            } else {
-                0
-            }),
+            head_dim: self
+                .head_dim
+                .unwrap_or(self.hidden_size.checked_div(heads).unwrap_or(0)),
             max_position_embeddings: self.max_position_embeddings,
             rms_norm_eps: self.rms_norm_eps,
             rope_theta,
@@ -248,13 +246,16 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return bad("head counts must be positive".into());
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "head_dim {} must be even and positive",
                 self.head_dim

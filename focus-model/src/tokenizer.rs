@@ -19,6 +19,7 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     bos: u32,
     eos: Vec<u32>,
+    add_bos: bool,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> Error {
@@ -33,7 +34,12 @@ impl Tokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        Ok(Self { inner, bos, eos })
+        Ok(Self {
+            inner,
+            bos,
+            eos,
+            add_bos: true,
+        })
     }
 
     /// Rebuilds the tokenizer stored in a GGUF file (byte-level BPE, `tokenizer.ggml.model = gpt2`).
@@ -106,10 +112,15 @@ impl Tokenizer {
         inner.add_special_tokens(specials).map_err(tok_err)?;
         let bos = g.get_u64("tokenizer.ggml.bos_token_id").unwrap_or(1) as u32;
         let eos = g.get_u64("tokenizer.ggml.eos_token_id").unwrap_or(2) as u32;
+        let add_bos = match g.metadata.get("tokenizer.ggml.add_bos_token") {
+            Some(Value::Bool(b)) => *b,
+            _ => true,
+        };
         Ok(Self {
             inner,
             bos,
             eos: vec![eos],
+            add_bos,
         })
     }
 
@@ -123,6 +134,12 @@ impl Tokenizer {
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
+    }
+
+    /// Token ids of a prompt: BOS first when the model's tokenizer adds it
+    /// (`tokenizer.ggml.add_bos_token` in GGUF; always for `tokenizer.json`).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text, self.add_bos)
     }
 
     /// Text of `ids` (special tokens included).

@@ -30,11 +30,11 @@ fn prompt_ids_and_next_token_logits_match() {
         let got = values(logits);
         let expected = r.f32(&format!("logits.{i}"));
         let err = max_abs_diff(&got, &expected);
-        // 30 layers in f32 with different summation orders; observed max error ~1e-4
-        // on logits of magnitude ~25.
+        // 30 layers in f32 with different summation orders: observed max error 5.1e-5.
         assert!(
-            err < 2e-3 * max_abs(&expected),
-            "prompt {i}: max logit error {err}"
+            err < 5e-4,
+            "prompt {i}: max logit error {err} (largest logit {})",
+            max_abs(&expected)
         );
     }
 }
