@@ -29,7 +29,7 @@ pub struct Args {
     /// Prefill lengths in tokens (k = 1024), e.g. 512,2k,16k.
     #[arg(long, value_delimiter = ',', default_value = "512,2048")]
     pub prefill: Vec<String>,
-    /// Context lengths at which to measure decoding.
+    /// Context lengths at which to measure decoding (`none` for no decoding run).
     #[arg(long, value_delimiter = ',', default_value = "512")]
     pub decode: Vec<String>,
     /// Tokens generated per decode measurement.
@@ -55,7 +55,11 @@ pub struct Row {
     pub tokens: usize,
     pub seconds: f64,
     pub tokens_per_s: f64,
+    /// Peak resident memory of the process during the run (host memory; the CPU backend's
+    /// tensors live there).
     pub peak_memory_mb: Option<f64>,
+    /// Device memory reserved by burn's pools after the run (GPU backends).
+    pub device_memory_mb: Option<f64>,
     pub chunk_cache_mb: f64,
 }
 
@@ -224,6 +228,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let decode: Vec<usize> = args
         .decode
         .iter()
+        .filter(|s| *s != "none")
         .map(|s| parse_len(s))
         .collect::<Result<_>>()?;
     let full_max = parse_len(&args.full_max)?;
@@ -276,8 +281,14 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             seconds,
             tokens_per_s: tokens as f64 / seconds,
             peak_memory_mb: peak_rss_mb(),
+            device_memory_mb: device
+                .memory_pool_usage()
+                .map(|u| u.bytes_reserved as f64 / 1048576.0),
             chunk_cache_mb: cache as f64 / 1048576.0,
         });
+        if let Some(r) = rows.last() {
+            bar.suspend(|| eprintln!("row {}", serde_json::to_string(r).unwrap_or_default()));
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -286,14 +297,14 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         args.model.device, args.model.dtype, focus.local_window, focus.chunk_len
     );
     println!(
-        "| mode  | phase   | context | tokens | seconds | tokens/s | peak RSS MB | chunk caches MB |"
+        "| mode  | phase   | context | tokens | seconds | tokens/s | peak RSS MB | device MB | chunk caches MB |"
     );
     println!(
-        "|-------|---------|--------:|-------:|--------:|---------:|------------:|----------------:|"
+        "|-------|---------|--------:|-------:|--------:|---------:|------------:|----------:|----------------:|"
     );
     for r in &rows {
         println!(
-            "| {:5} | {:7} | {:>7} | {:>6} | {:>7.2} | {:>8.1} | {:>11} | {:>15.0} |",
+            "| {:5} | {:7} | {:>7} | {:>6} | {:>7.2} | {:>8.1} | {:>11} | {:>9} | {:>15.0} |",
             r.mode,
             r.phase,
             r.context,
@@ -301,6 +312,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             r.seconds,
             r.tokens_per_s,
             r.peak_memory_mb.map_or("-".into(), |m| format!("{m:.0}")),
+            r.device_memory_mb.map_or("-".into(), |m| format!("{m:.0}")),
             r.chunk_cache_mb
         );
     }
