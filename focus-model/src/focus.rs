@@ -153,7 +153,7 @@ impl CondensingModel for LlamaForCausalLM {
                 k: kv.k_rot.narrow(2, 0, n - 1),
                 v: kv.v.clone().narrow(2, 0, n - 1),
             });
-            cands.push((kv.k_raw.narrow(2, n - 1, 1), kv.v.narrow(2, n - 1, 1)));
+            cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, n - 1, 1)));
         }
         (cache, Candidates(cands))
     }
@@ -174,7 +174,7 @@ impl CondensingModel for LlamaForCausalLM {
                 k: kv.k_rot.narrow(2, 0, 1),
                 v: kv.v.clone().narrow(2, 0, 1),
             });
-            cands.push((kv.k_raw.narrow(2, 1, 1), kv.v.narrow(2, 1, 1)));
+            cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, 1, 1)));
         }
         Candidates(cands)
     }

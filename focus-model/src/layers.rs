@@ -49,24 +49,17 @@ impl LayerKv {
 /// What one attention call produced for its new rows.
 ///
 /// # Shapes
-/// - k_rot, k_raw, v: `[batch, kv_heads, T, head_dim]`
+/// - k_rot, v: `[batch, kv_heads, T, head_dim]`
+/// - cand_k: `[batch, kv_heads, 1, head_dim]`
 #[derive(Debug, Clone)]
 pub struct NewKv {
     /// Keys rotated to their positions (what a KV cache stores).
     pub k_rot: Tensor<4>,
-    /// Keys before RoPE (FocusLLM re-rotates candidate keys in the local pass).
-    pub k_raw: Tensor<4>,
     /// Values.
     pub v: Tensor<4>,
-}
-
-/// The four extra projections FocusLLM applies to the candidate token.
-#[derive(Module, Debug)]
-pub struct CandidateProj {
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
-    pub o: Linear,
+    /// The candidate row's key before RoPE, when the last row is a candidate (FocusLLM
+    /// re-rotates candidate keys to their prefix positions in the local pass).
+    pub cand_k: Option<Tensor<4>>,
 }
 
 /// Grouped-query self-attention (`model.layers.N.self_attn`).
@@ -131,18 +124,23 @@ impl Attention {
         ])
     }
 
-    /// Applies `base` to all rows, or `base` to all but the last and `cand` to the last.
-    fn project(x: Tensor<3>, base: &Linear, cand: Option<&Linear>) -> Tensor<3> {
+    /// Applies `base` to all rows, or `base` to all but the last and `cand` to the last;
+    /// also returns the last row's own output when `cand` is used.
+    fn project(
+        x: Tensor<3>,
+        base: &Linear,
+        cand: Option<&Linear>,
+    ) -> (Tensor<3>, Option<Tensor<3>>) {
         match cand {
-            None => base.forward(x),
+            None => (base.forward(x), None),
             Some(cand) => {
                 let t = x.dims()[1];
                 let last = cand.forward(x.clone().narrow(1, t - 1, 1));
                 if t == 1 {
-                    return last;
+                    return (last.clone(), Some(last));
                 }
                 let rest = base.forward(x.narrow(1, 0, t - 1));
-                Tensor::cat(vec![rest, last], 1)
+                (Tensor::cat(vec![rest, last.clone()], 1), Some(last))
             }
         }
     }
@@ -172,16 +170,16 @@ impl Attention {
         };
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
         let q = heads(
-            Self::project(x.clone(), &self.q_proj, cand.map(|c| c[0])),
+            Self::project(x.clone(), &self.q_proj, cand.map(|c| c[0])).0,
             h,
         );
-        let k_raw = heads(
-            Self::project(x.clone(), &self.k_proj, cand.map(|c| c[1])),
-            hkv,
-        );
-        let v = heads(Self::project(x, &self.v_proj, cand.map(|c| c[2])), hkv);
+        let (k, cand_k) = Self::project(x.clone(), &self.k_proj, cand.map(|c| c[1]));
+        let v = heads(Self::project(x, &self.v_proj, cand.map(|c| c[2])).0, hkv);
         let q = apply_tables(q, cos, sin);
-        let k_rot = apply_tables(k_raw.clone(), cos, sin);
+        let k_rot = apply_tables(heads(k, hkv), cos, sin);
+        // The candidate's key before RoPE, as its own small tensor (a view into `k` would
+        // keep the whole chunk's keys alive a second time).
+        let cand_k = cand_k.map(|y| y.reshape([b, 1, hkv, hd]).swap_dims(1, 2));
 
         let (k_all, v_all) = match past {
             Some(p) if !p.is_empty() => (
@@ -200,8 +198,8 @@ impl Attention {
         };
         let out = attention(q, k_all, v_all, None, None, options);
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
-        let out = Self::project(out, &self.o_proj, cand.map(|c| c[3]));
-        (out, NewKv { k_rot, k_raw, v })
+        let out = Self::project(out, &self.o_proj, cand.map(|c| c[3])).0;
+        (out, NewKv { k_rot, v, cand_k })
     }
 }
 

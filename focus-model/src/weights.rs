@@ -257,9 +257,9 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 
 /// Undoes llama.cpp's Q/K row permutation (interleaved RoPE -> HF `rotate_half` layout).
 ///
-/// `w` is row-major `[rows, cols]`; rows are grouped as `[n_head, 2, rows / n_head / 2]`
-/// in the GGUF file and become `[n_head, rows / n_head / 2, 2]`... read the other way round:
-/// `w.reshape(n_head, r/n_head/2, 2, cols).swapaxes(1, 2).reshape(rows, cols)`.
+/// `w` is row-major `[rows, cols]`. Within each head, llama.cpp stores the rows of the two
+/// rotary halves interleaved (`[half, 2]`); HF keeps them as two blocks (`[2, half]`):
+/// `w.reshape(n_head, half, 2, cols).swapaxes(1, 2).reshape(rows, cols)`.
 pub fn unpermute_rows(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
     let half = rows / n_head / 2;
     let mut out = vec![0f32; w.len()];
