@@ -9,4 +9,8 @@ FEATURES="${FOCUS_FEATURES:-focus-cli/vulkan,focus-tests/vulkan}"
 
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets --features "$FEATURES" -- -D warnings
-cargo test --release --workspace --features "$FEATURES"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --release --workspace --features "$FEATURES" 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
