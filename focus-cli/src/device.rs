@@ -33,7 +33,8 @@ pub fn parse(name: &str) -> Result<Device> {
         ),
         None => (name, 0),
     };
-    let _ = index;
+    #[cfg(not(feature = "cuda"))]
+    let _ = index; // only CUDA devices are numbered here
     let device = match kind {
         "auto" => {
             if std::env::var_os("BURN_DEVICE").is_some() {

@@ -36,14 +36,6 @@ impl LayerKv {
         self.k = Tensor::cat(vec![self.k.clone(), other.k], 2);
         self.v = Tensor::cat(vec![self.v.clone(), other.v], 2);
     }
-
-    /// Positions `start..start + len` of the sequence axis.
-    pub fn narrow(&self, start: usize, len: usize) -> LayerKv {
-        LayerKv {
-            k: self.k.clone().narrow(2, start, len),
-            v: self.v.clone().narrow(2, start, len),
-        }
-    }
 }
 
 /// What one attention call produced for its new rows.
