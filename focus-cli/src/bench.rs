@@ -153,10 +153,10 @@ impl Bench<'_> {
         if mode == "full" {
             FocusConfig {
                 local_window: len,
-                ..self.focus.clone()
+                ..self.focus
             }
         } else {
-            self.focus.clone()
+            self.focus
         }
     }
 
@@ -239,7 +239,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let mut bench = Bench {
         model: &model,
         device: device.clone(),
-        focus: focus.clone(),
+        focus,
         rng: StdRng::seed_from_u64(0),
     };
     // Warm-up: kernels, allocators, autotuning.

@@ -29,12 +29,13 @@ pub struct ModelArgs {
 /// FocusLLM settings.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FocusArgs {
-    /// Local window W: the last W tokens are decoded normally.
-    #[arg(long, default_value_t = 2048)]
-    pub local_window: usize,
-    /// Chunk length S of the memory.
-    #[arg(long, default_value_t = 2048)]
-    pub chunk: usize,
+    /// Local window W: the last W tokens are decoded normally [default: 2048, or a quarter of
+    /// the model's context when that is smaller].
+    #[arg(long)]
+    pub local_window: Option<usize>,
+    /// Chunk length S of the memory [default: the local window].
+    #[arg(long)]
+    pub chunk: Option<usize>,
     /// How many chunks run through the model in one batched pass.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -46,9 +47,10 @@ pub struct FocusArgs {
 impl FocusArgs {
     /// Checked settings for a model with context `max_pos`.
     pub fn config(&self, max_pos: usize) -> Result<FocusConfig> {
+        let local_window = self.local_window.unwrap_or(2048.min(max_pos / 4).max(1));
         let cfg = FocusConfig {
-            local_window: self.local_window,
-            chunk_len: self.chunk,
+            local_window,
+            chunk_len: self.chunk.unwrap_or(local_window),
             prompt_cap: self.prompt_cap,
             max_batch: self.batch,
         };
@@ -177,4 +179,47 @@ pub fn row(logits: Tensor<2>) -> Vec<f32> {
         .convert::<f32>()
         .try_to_vec::<f32>()
         .expect("float logits")
+}
+
+/// Bytes available to new allocations on this host (`MemAvailable`, Linux), if known.
+fn host_available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses inputs whose FocusLLM chunk caches (or full-attention cache) cannot fit in
+/// host memory when the model runs on the CPU.
+pub fn check_memory(
+    args: &ModelArgs,
+    model: &focus_model::LlamaConfig,
+    focus: Option<&FocusConfig>,
+    len: usize,
+) -> Result<()> {
+    let device = if args.device == "auto" {
+        std::env::var("BURN_DEVICE").unwrap_or_else(|_| "cpu".into())
+    } else {
+        args.device.clone()
+    };
+    if !(device.starts_with("cpu") || device.starts_with("flex")) {
+        return Ok(());
+    }
+    let bytes_per_value = if args.dtype == "f32" { 4 } else { 2 };
+    let per_pos =
+        model.num_hidden_layers * 2 * model.num_key_value_heads * model.head_dim * bytes_per_value;
+    let need = match focus {
+        Some(f) => crate::bench::chunk_cache_bytes(model, f, len, bytes_per_value),
+        None => len * per_pos,
+    } as u64;
+    if let Some(avail) = host_available_bytes()
+        && need > avail
+    {
+        bail!(
+            "an input of {len} tokens needs about {:.1} GB of key/value caches, more than the {:.1} GB of memory available",
+            need as f64 / 1e9,
+            avail as f64 / 1e9
+        );
+    }
+    Ok(())
 }

@@ -37,10 +37,11 @@ pub fn parse(name: &str) -> Result<Device> {
     let _ = index; // only CUDA devices are numbered here
     let device = match kind {
         "auto" => {
-            if std::env::var_os("BURN_DEVICE").is_some() {
-                Device::default()
-            } else {
-                return parse(default_name());
+            // BURN_DEVICE takes the same names as --device (burn's own parser panics on
+            // a backend that is not compiled in, and its `cpu` is another backend).
+            match std::env::var("BURN_DEVICE") {
+                Ok(v) if !v.trim().is_empty() && v.trim() != "auto" => return parse(v.trim()),
+                _ => return parse(default_name()),
             }
         }
         #[cfg(feature = "flex")]

@@ -81,6 +81,14 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let (loaded, _device) = load_model(&args.model, !args.no_focus)?;
     let cfg = loaded.model.config();
     let ids = args.input.ids(&loaded)?;
+    if args.no_focus && ids.len() + args.max_new_tokens > cfg.max_position_embeddings {
+        anyhow::bail!(
+            "{} input tokens plus {} new ones exceed the model's context ({} positions); drop --no-focus to use FocusLLM memory",
+            ids.len(),
+            args.max_new_tokens,
+            cfg.max_position_embeddings
+        );
+    }
     let focus_cfg = if args.no_focus {
         FocusConfig {
             local_window: ids.len(),
@@ -89,6 +97,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     } else {
         args.focus.config(cfg.max_position_embeddings)?
     };
+    crate::common::check_memory(
+        &args.model,
+        cfg,
+        (!args.no_focus).then_some(&focus_cfg),
+        ids.len() + args.max_new_tokens,
+    )?;
     let bar = crate::bench::progress_bar(quiet || args.format == Format::Json, "chunks");
     let t0 = Instant::now();
     let (mut session, logits) = Session::prefill(

@@ -3,8 +3,12 @@
 mod bench;
 mod common;
 mod device;
+mod eval_args;
 mod generate;
+mod heatmap;
 mod inspect;
+mod passkey;
+mod ppl;
 
 use std::process::ExitCode;
 
@@ -33,6 +37,12 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure prefill and decode throughput and peak memory, FocusLLM versus full attention.
     Bench(bench::Args),
+    /// Perplexity of text files: FocusLLM, truncated context and full attention.
+    Ppl(ppl::Args),
+    /// Passkey retrieval over a grid of lengths and depths (table, JSON, heatmap).
+    Passkey(passkey::Args),
+    /// Needle in a haystack of real text (essays by default), same grid and outputs.
+    Niah(passkey::NiahArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +58,9 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a, cli.quiet),
+        Command::Ppl(a) => ppl::run(a, cli.quiet),
+        Command::Passkey(a) => passkey::run_passkey(a, cli.quiet),
+        Command::Niah(a) => passkey::run_niah(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
