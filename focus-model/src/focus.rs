@@ -4,14 +4,14 @@
 
 use std::path::Path;
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use focus_core::CondensingModel;
 
 use crate::error::{Error, Result};
-use crate::layers::{LayerKv, Rows};
+use crate::layers::{LayerKv, LowRank, Rows};
 use crate::model::{KvCache, LlamaForCausalLM, ids_tensor};
 use crate::rope::apply_tables;
 
@@ -124,6 +124,162 @@ impl LlamaForCausalLM {
             msg: e.to_string(),
         })?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+}
+
+/// First parameter id of the candidate projections (see
+/// [`LlamaForCausalLM::fix_candidate_param_ids`]).
+const CANDIDATE_ID_BASE: u64 = 0xF0C5_0000_0000;
+
+fn with_id(p: &Param<Tensor<2>>, id: u64) -> Param<Tensor<2>> {
+    Param::initialized(ParamId::from(id), p.val())
+}
+
+impl LlamaForCausalLM {
+    /// Adds rank-`rank` updates (`B = 0`, so the model is unchanged) on top of every
+    /// candidate projection, `A` drawn from `seed`; they are what training changes in
+    /// low-rank mode.
+    pub fn with_low_rank(mut self, rank: usize, seed: u64) -> Result<Self> {
+        if rank == 0 {
+            return Err(Error::Input(
+                "the low-rank update needs a rank of at least 1".into(),
+            ));
+        }
+        self = self.with_candidate_projections();
+        let device = self.device();
+        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+            let a = &mut layer.self_attn;
+            let init = |l: &Option<Linear>, j: u64| {
+                let d = l.as_ref().expect("candidate projections").weight.dims();
+                let r = rank.min(d[0]).min(d[1]);
+                LowRank::new(d[0], d[1], r, seed ^ ((i as u64) << 8 | j), &device)
+            };
+            a.beacon_q_lora = Some(init(&a.beacon_q_proj, 0));
+            a.beacon_k_lora = Some(init(&a.beacon_k_proj, 1));
+            a.beacon_v_lora = Some(init(&a.beacon_v_proj, 2));
+            a.beacon_o_lora = Some(init(&a.beacon_o_proj, 3));
+        }
+        Ok(self)
+    }
+
+    /// The rank of the low-rank updates, if the model has them.
+    pub fn low_rank(&self) -> Option<usize> {
+        let l = self
+            .model
+            .layers
+            .first()?
+            .self_attn
+            .beacon_q_lora
+            .as_ref()?;
+        Some(l.lora_a.dims()[1])
+    }
+
+    /// Folds the low-rank updates into the candidate projections (`W + A·B`) and drops them.
+    pub fn merge_low_rank(mut self) -> Self {
+        for layer in &mut self.model.layers {
+            let a = &mut layer.self_attn;
+            for (proj, lora) in [
+                (&mut a.beacon_q_proj, a.beacon_q_lora.take()),
+                (&mut a.beacon_k_proj, a.beacon_k_lora.take()),
+                (&mut a.beacon_v_proj, a.beacon_v_lora.take()),
+                (&mut a.beacon_o_proj, a.beacon_o_lora.take()),
+            ] {
+                if let (Some(p), Some(l)) = (proj.as_mut(), lora) {
+                    let w = p.weight.val() + l.delta();
+                    p.weight = Param::initialized(p.weight.id, w);
+                }
+            }
+        }
+        self
+    }
+
+    /// Gives the candidate projections (and their low-rank updates) fixed parameter ids,
+    /// the same in every run, so that saved optimizer state finds its parameters again.
+    pub fn fix_candidate_param_ids(mut self) -> Self {
+        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+            let a = &mut layer.self_attn;
+            let projs = [
+                (&mut a.beacon_q_proj, &mut a.beacon_q_lora),
+                (&mut a.beacon_k_proj, &mut a.beacon_k_lora),
+                (&mut a.beacon_v_proj, &mut a.beacon_v_lora),
+                (&mut a.beacon_o_proj, &mut a.beacon_o_lora),
+            ];
+            for (j, (proj, lora)) in projs.into_iter().enumerate() {
+                let id = CANDIDATE_ID_BASE + ((i * 4 + j) * 4) as u64;
+                if let Some(p) = proj.as_mut() {
+                    p.weight = with_id(&p.weight, id);
+                }
+                if let Some(l) = lora.as_mut() {
+                    l.lora_a = with_id(&l.lora_a, id + 1);
+                    l.lora_b = with_id(&l.lora_b, id + 2);
+                }
+            }
+        }
+        self
+    }
+
+    /// Saves the low-rank updates (`model.layers.{i}.self_attn.beacon_{q,k,v,o}_lora.lora_{a,b}`,
+    /// `A`: `[in, rank]`, `B`: `[rank, out]`) to a safetensors file, atomically.
+    pub fn save_low_rank(&self, path: &Path) -> Result<()> {
+        if self.low_rank().is_none() {
+            return Err(Error::Input(
+                "the model has no low-rank updates to save".into(),
+            ));
+        }
+        let tmp = path.with_extension("safetensors.tmp");
+        let mut store = SafetensorsStore::from_file(&tmp)
+            .with_regex(r"\.beacon_[qkvo]_lora\.")
+            .overwrite(true);
+        self.save_into(&mut store).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Loads candidate weights from a safetensors file: full candidate projections (see
+    /// [`load_candidate_projections`](Self::load_candidate_projections)) or low-rank
+    /// updates on top of copies of the base projections (as written by
+    /// [`save_low_rank`](Self::save_low_rank)).
+    pub fn load_focus_weights(self, path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            })?;
+        let tensors = meta.tensors();
+        let rank = tensors
+            .iter()
+            .find(|(k, _)| k.ends_with("beacon_q_lora.lora_a"))
+            .map(|(_, info)| info.shape.get(1).copied().unwrap_or(0));
+        match rank {
+            None => self.load_candidate_projections(path),
+            Some(rank) => {
+                let mut model = self.with_low_rank(rank.max(1), 0)?;
+                let mut store = SafetensorsStore::from_file(path)
+                    .with_regex(r"\.beacon_[qkvo]_lora\.")
+                    .allow_partial(true);
+                let r = model
+                    .load_from(&mut store)
+                    .map_err(|e| Error::Safetensors {
+                        path: path.to_path_buf(),
+                        msg: e.to_string(),
+                    })?;
+                let want = 8 * model.model.layers.len();
+                if !r.errors.is_empty() || !r.unused.is_empty() || r.applied.len() != want {
+                    return Err(Error::Weights(format!(
+                        "{}: {} of {want} low-rank tensors applied; errors: {:?}; unused: {}",
+                        path.display(),
+                        r.applied.len(),
+                        r.errors,
+                        r.unused.join(", ")
+                    )));
+                }
+                model = model.fix_candidate_param_ids();
+                Ok(model)
+            }
+        }
     }
 }
 

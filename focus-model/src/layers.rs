@@ -1,6 +1,7 @@
 //! The decoder layer: RMSNorm, grouped-query attention with optional candidate
 //! projections, SwiGLU MLP. Field paths equal HF checkpoint keys.
 
+use burn::module::Param;
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
@@ -65,6 +66,11 @@ pub struct Attention {
     pub beacon_k_proj: Option<Linear>,
     pub beacon_v_proj: Option<Linear>,
     pub beacon_o_proj: Option<Linear>,
+    /// Optional trainable low-rank updates of the candidate projections.
+    pub beacon_q_lora: Option<LowRank>,
+    pub beacon_k_lora: Option<LowRank>,
+    pub beacon_v_lora: Option<LowRank>,
+    pub beacon_o_lora: Option<LowRank>,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
@@ -100,6 +106,10 @@ impl Attention {
             beacon_k_proj: None,
             beacon_v_proj: None,
             beacon_o_proj: None,
+            beacon_q_lora: None,
+            beacon_k_lora: None,
+            beacon_v_lora: None,
+            beacon_o_lora: None,
             num_heads: h,
             num_kv_heads: hkv,
             head_dim: hd,
@@ -116,12 +126,34 @@ impl Attention {
         ])
     }
 
+    fn candidate_proj(&self) -> Option<[CandidateProj<'_>; 4]> {
+        let [q, k, v, o] = self.candidate()?;
+        Some([
+            CandidateProj {
+                linear: q,
+                lora: self.beacon_q_lora.as_ref(),
+            },
+            CandidateProj {
+                linear: k,
+                lora: self.beacon_k_lora.as_ref(),
+            },
+            CandidateProj {
+                linear: v,
+                lora: self.beacon_v_lora.as_ref(),
+            },
+            CandidateProj {
+                linear: o,
+                lora: self.beacon_o_lora.as_ref(),
+            },
+        ])
+    }
+
     /// Applies `base` to all rows, or `base` to all but the last and `cand` to the last;
     /// also returns the last row's own output when `cand` is used.
     fn project(
         x: Tensor<3>,
         base: &Linear,
-        cand: Option<&Linear>,
+        cand: Option<&CandidateProj<'_>>,
     ) -> (Tensor<3>, Option<Tensor<3>>) {
         match cand {
             None => (base.forward(x), None),
@@ -156,17 +188,20 @@ impl Attention {
         let cand = match rows {
             Rows::Plain => None,
             Rows::LastIsCandidate => Some(
-                self.candidate()
+                self.candidate_proj()
                     .expect("candidate rows need a model with candidate projections"),
             ),
         };
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
         let q = heads(
-            Self::project(x.clone(), &self.q_proj, cand.map(|c| c[0])).0,
+            Self::project(x.clone(), &self.q_proj, cand.as_ref().map(|c| &c[0])).0,
             h,
         );
-        let (k, cand_k) = Self::project(x.clone(), &self.k_proj, cand.map(|c| c[1]));
-        let v = heads(Self::project(x, &self.v_proj, cand.map(|c| c[2])).0, hkv);
+        let (k, cand_k) = Self::project(x.clone(), &self.k_proj, cand.as_ref().map(|c| &c[1]));
+        let v = heads(
+            Self::project(x, &self.v_proj, cand.as_ref().map(|c| &c[2])).0,
+            hkv,
+        );
         let q = apply_tables(q, cos, sin);
         let k_rot = apply_tables(heads(k, hkv), cos, sin);
         // The candidate's key before RoPE, as its own small tensor (a view into `k` would
@@ -190,8 +225,65 @@ impl Attention {
         };
         let out = attention(q, k_all, v_all, None, None, options);
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
-        let out = Self::project(out, &self.o_proj, cand.map(|c| c[3])).0;
+        let out = Self::project(out, &self.o_proj, cand.as_ref().map(|c| &c[3])).0;
         (out, NewKv { k_rot, v, cand_k })
+    }
+}
+
+/// A low-rank update `x · A · B` added to a candidate projection (`A`: `[d_in, rank]`,
+/// `B`: `[rank, d_out]`; `B` starts at zero, so the update starts as a no-op).
+#[derive(Module, Debug)]
+pub struct LowRank {
+    pub lora_a: Param<Tensor<2>>,
+    pub lora_b: Param<Tensor<2>>,
+}
+
+impl LowRank {
+    /// A fresh update of rank `rank`: `A` drawn from N(0, 1/d_in) by a generator seeded
+    /// with `seed` (on the host, so every device gets the same values), `B` zero.
+    pub fn new(d_in: usize, d_out: usize, rank: usize, seed: u64, device: &Device) -> Self {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let std = 1.0 / (d_in as f64).sqrt();
+        let a: Vec<f32> = (0..d_in * rank)
+            .map(|_| {
+                // Box-Muller.
+                let u1 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+                let u2 = rng.random::<f64>();
+                (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            })
+            .collect();
+        Self {
+            lora_a: Param::from_tensor(Tensor::from_data(TensorData::new(a, [d_in, rank]), device)),
+            lora_b: Param::from_tensor(Tensor::zeros([rank, d_out], device)),
+        }
+    }
+
+    /// The dense update `A · B`, `[d_in, d_out]`.
+    pub fn delta(&self) -> Tensor<2> {
+        self.lora_a.val().matmul(self.lora_b.val())
+    }
+}
+
+/// A candidate projection and its optional low-rank update.
+struct CandidateProj<'a> {
+    linear: &'a Linear,
+    lora: Option<&'a LowRank>,
+}
+
+impl CandidateProj<'_> {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let y = self.linear.forward(x.clone());
+        match self.lora {
+            None => y,
+            Some(l) => {
+                let [b, t, d] = x.dims();
+                let a = x.reshape([b * t, d]).matmul(l.lora_a.val());
+                let up = a.matmul(l.lora_b.val());
+                let d_out = up.dims()[1];
+                y + up.reshape([b, t, d_out])
+            }
+        }
     }
 }
 

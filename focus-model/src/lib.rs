@@ -21,7 +21,7 @@ pub mod weights;
 pub use config::{HfLlamaConfig, LlamaConfig};
 pub use error::{Error, Result};
 pub use focus::Candidates;
-pub use layers::{LayerKv, NewKv, Rows};
+pub use layers::{LayerKv, LowRank, NewKv, Rows};
 pub use model::{Forward, KvCache, LlamaForCausalLM};
 pub use tokenizer::Tokenizer;
 pub use weights::{Loaded, load};

@@ -1,8 +1,20 @@
 //! `focus-train`: training of FocusLLM's candidate projections (`beacon_{q,k,v,o}_proj`)
 //! with the continuation and repetition losses, the base decoder frozen, and the
 //! evaluation protocols ([`eval`]) that the training loop and the CLI share.
+//!
+//! - [`data`]: text files to packed token sequences.
+//! - [`sample`]: where the local span and the memory sit in a sequence (spec §4.2).
+//! - [`step`]: the loss of one example, with the chunk keys computed without autodiff.
+//! - [`trainer`] and [`run`]: settings, schedule, the loop, evaluation, checkpoints.
 
+pub mod data;
 pub mod error;
 pub mod eval;
+pub mod run;
+pub mod sample;
+pub mod step;
+pub mod trainer;
 
 pub use error::{Error, Result};
+pub use run::{Data, Probe, RunOptions, train};
+pub use trainer::{Objective, RunDir, Schedule, TrainConfig};

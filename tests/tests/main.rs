@@ -4,9 +4,11 @@
 //! - `parity_smollm2`: the real default model (GGUF) against transformers.
 //! - `gguf`: dequantisation against gguf-py, and malformed files.
 //! - `loading`: strict loading errors.
+//! - `training`: the training loss, step, resume and low-rank updates on the tiny model.
 
 mod focus_fidelity;
 mod gguf;
 mod loading;
 mod parity_smollm2;
 mod parity_tiny;
+mod training;

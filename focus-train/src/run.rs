@@ -1,0 +1,358 @@
+//! Running a training: the loop, evaluation and checkpoints.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use focus_core::FocusConfig;
+use focus_model::{LlamaForCausalLM, Tokenizer};
+use rand::RngExt;
+
+use crate::error::{Error, Result};
+use crate::eval::Mode;
+use crate::eval::retrieval::{Task, trial};
+use crate::sample::{Example, LossKind};
+use crate::step::example_loss;
+use crate::trainer::{LogLine, RunDir, State, TrainConfig, set_trainable, step_rng, trainable_ids};
+
+/// Packed sequences for training and held-out evaluation.
+#[derive(Debug, Clone)]
+pub struct Data {
+    /// Training sequences (BOS first).
+    pub train: Vec<Vec<u32>>,
+    /// Held-out sequences.
+    pub eval: Vec<Vec<u32>>,
+}
+
+/// A small passkey probe run at each evaluation.
+#[derive(Debug, Clone)]
+pub struct Probe<'a> {
+    /// Tokenizer of the model.
+    pub tokenizer: &'a Tokenizer,
+    /// Prompt lengths in tokens.
+    pub lengths: Vec<usize>,
+    /// Depths of the key.
+    pub depths: Vec<f64>,
+}
+
+/// How a run starts and stops.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the run folder's checkpoint.
+    pub resume: bool,
+    /// Stop (as if killed, without saving) after this many steps; for tests.
+    pub stop_after: Option<usize>,
+    /// Held-out sequences per evaluation.
+    pub eval_sequences: usize,
+}
+
+fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// Writes the checkpoint of `model` (tracked or not) after `step` steps, atomically: a
+/// fresh folder is filled, then renamed over the previous checkpoint.
+fn save_checkpoint(
+    dir: &RunDir,
+    model: &LlamaForCausalLM,
+    optim: &ModuleOptimizer,
+    state: &State,
+) -> Result<()> {
+    let tmp = dir.0.join("checkpoint.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
+    let plain = model.valid();
+    if plain.low_rank().is_some() {
+        plain.save_low_rank(&tmp.join("candidates.safetensors"))?;
+    } else {
+        plain.save_candidate_projections(&tmp.join("candidates.safetensors"))?;
+    }
+    let opt_path = tmp.join("optimizer.bpk");
+    optim
+        .save(&opt_path)
+        .map_err(|e| ckpt_err(&opt_path, format!("{e:?}")))?;
+    let json = serde_json::to_string_pretty(state).expect("state serialises");
+    std::fs::write(tmp.join("state.json"), json).map_err(Error::io(&tmp))?;
+    let ckpt = dir.checkpoint();
+    let old = dir.0.join("checkpoint.old");
+    if ckpt.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(&ckpt, &old).map_err(Error::io(&ckpt))?;
+    }
+    std::fs::rename(&tmp, &ckpt).map_err(Error::io(&ckpt))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Reads the state of a checkpoint folder.
+pub fn read_state(ckpt: &Path) -> Result<State> {
+    let path = ckpt.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ckpt_err(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))
+}
+
+/// Keeps the log lines of steps `<= step` (after a resume).
+fn truncate_log(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<LogLine>(l).is_ok_and(|x| x.step <= step))
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(
+        &tmp,
+        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path))
+}
+
+fn tokens_of(ex: &Example) -> usize {
+    ex.memory_end + ex.num_chunks() * ex.prompt_len + ex.len + 1
+}
+
+fn summarize(step: usize, kind: &str, losses: &[(LossKind, f64)]) -> LogLine {
+    let mean = |k: Option<LossKind>| {
+        let v: Vec<f64> = losses
+            .iter()
+            .filter(|(kk, _)| k.is_none_or(|k| *kk == k))
+            .map(|x| x.1)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    LogLine {
+        step,
+        kind: kind.into(),
+        loss: mean(None).unwrap_or(f64::NAN),
+        continuation: mean(Some(LossKind::Continuation)),
+        repetition: mean(Some(LossKind::Repetition)),
+        lr: None,
+        grad_norm: None,
+        tokens: 0,
+        seconds: 0.0,
+        passkey: None,
+    }
+}
+
+/// Held-out loss over the first `n` evaluation sequences (fixed examples), and the
+/// passkey probe.
+pub fn evaluate(
+    model: &LlamaForCausalLM,
+    frozen: &LlamaForCausalLM,
+    cfg: &TrainConfig,
+    data: &Data,
+    n: usize,
+    probe: Option<&Probe<'_>>,
+    step: usize,
+) -> Result<LogLine> {
+    let t0 = Instant::now();
+    let plain = model.valid();
+    let mut rng = step_rng(cfg.seed ^ 0xE7A1, 0);
+    let mut losses = Vec::new();
+    let mut tokens = 0;
+    for seq in data.eval.iter().take(n) {
+        let mut both = cfg.clone();
+        both.objective = crate::trainer::Objective::Both;
+        for ex in both.examples(seq.len(), &mut rng) {
+            let l: f64 = example_loss(&plain, frozen, seq, &ex)
+                .into_scalar::<f32>()
+                .into();
+            tokens += tokens_of(&ex);
+            losses.push((ex.kind, l));
+        }
+    }
+    let mut line = summarize(step, "eval", &losses);
+    if let Some(p) = probe {
+        let focus = FocusConfig::new(cfg.local_window, cfg.local_window);
+        let (mut ok, mut total) = (0usize, 0usize);
+        for &len in &p.lengths {
+            for (i, &depth) in p.depths.iter().enumerate() {
+                let t = trial(
+                    &plain,
+                    p.tokenizer,
+                    &Task::Passkey,
+                    Mode::Focus(focus),
+                    len,
+                    depth,
+                    i as u64,
+                    |_, _| {},
+                )?;
+                if let Some(t) = t {
+                    ok += usize::from(t.correct);
+                    total += 1;
+                }
+            }
+        }
+        line.passkey = (total > 0).then(|| ok as f64 / total as f64);
+    }
+    line.tokens = tokens;
+    line.seconds = t0.elapsed().as_secs_f64();
+    Ok(line)
+}
+
+/// Trains the candidate projections of `base` (a model on a plain device) and returns
+/// the trained model (plain device). `on_line` sees every log line as it is written.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    base: LlamaForCausalLM,
+    cfg: &TrainConfig,
+    data: &Data,
+    dir: &RunDir,
+    opts: &RunOptions,
+    probe: Option<&Probe<'_>>,
+    mut on_line: impl FnMut(&LogLine),
+) -> Result<LlamaForCausalLM> {
+    cfg.validate()?;
+    if data.train.is_empty() {
+        return Err(Error::Input("no training sequences".into()));
+    }
+    std::fs::create_dir_all(&dir.0).map_err(Error::io(&dir.0))?;
+    let mut optim = AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(cfg.weight_decay)
+        .init();
+    let (model, start) = if opts.resume {
+        let ckpt = dir.checkpoint();
+        let state = read_state(&ckpt)?;
+        if state.config != *cfg {
+            return Err(ckpt_err(&ckpt, "was written with other settings"));
+        }
+        let model = base
+            .with_candidate_projections()
+            .load_focus_weights(&ckpt.join("candidates.safetensors"))?
+            .fix_candidate_param_ids();
+        let opt_path = ckpt.join("optimizer.bpk");
+        optim = optim
+            .load(&opt_path)
+            .map_err(|e| ckpt_err(&opt_path, format!("{e:?}")))?;
+        truncate_log(&dir.log(), state.step)?;
+        (model, state.step)
+    } else {
+        if dir.checkpoint().exists() {
+            return Err(ckpt_err(
+                &dir.checkpoint(),
+                "exists already (resume the run, or choose another output folder)",
+            ));
+        }
+        let _ = std::fs::remove_file(dir.log());
+        let mut model = base.with_candidate_projections();
+        if let Some(r) = cfg.rank {
+            model = model.with_low_rank(r, cfg.seed)?;
+        }
+        (model.fix_candidate_param_ids(), 0)
+    };
+    let frozen = model.clone();
+    let mut model = set_trainable(model).train();
+    let ids = trainable_ids(&model);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.log())
+        .map_err(Error::io(dir.log()))?;
+    let mut write_line = |line: &LogLine| -> Result<()> {
+        writeln!(log, "{}", serde_json::to_string(line).expect("log line"))
+            .map_err(Error::io(dir.log()))?;
+        on_line(line);
+        Ok(())
+    };
+    for t in start..cfg.steps {
+        let t0 = Instant::now();
+        let mut rng = step_rng(cfg.seed, t);
+        let seqs: Vec<&Vec<u32>> = (0..cfg.batch)
+            .map(|_| &data.train[rng.random_range(0..data.train.len())])
+            .collect();
+        let examples: Vec<(&Vec<u32>, Example)> = seqs
+            .iter()
+            .flat_map(|s| {
+                cfg.examples(s.len(), &mut rng)
+                    .into_iter()
+                    .map(move |e| (*s, e))
+            })
+            .collect();
+        if examples.is_empty() {
+            return Err(Error::Input(format!(
+                "the training sequences are shorter than the local window {}",
+                cfg.local_window
+            )));
+        }
+        let scale = 1.0 / examples.len() as f64;
+        let mut sum: Vec<Option<Tensor<2>>> = vec![None; ids.len()];
+        let mut losses = Vec::new();
+        let mut tokens = 0;
+        for (seq, ex) in &examples {
+            let loss = example_loss(&model, &frozen, seq, ex);
+            losses.push((ex.kind, loss.clone().into_scalar::<f32>().into()));
+            tokens += tokens_of(ex);
+            let grads = GradientsParams::from_grads(loss.mul_scalar(scale).backward(), &model);
+            for (acc, id) in sum.iter_mut().zip(&ids) {
+                if let Some(g) = grads.get::<2>(*id) {
+                    *acc = Some(match acc.take() {
+                        Some(a) => a + g,
+                        None => g,
+                    });
+                }
+            }
+        }
+        let sq: Vec<Tensor<1>> = sum
+            .iter()
+            .flatten()
+            .map(|g| g.clone().square().sum())
+            .collect();
+        let norm = if sq.is_empty() {
+            0.0
+        } else {
+            f64::from(Tensor::cat(sq, 0).sum().into_scalar::<f32>()).sqrt()
+        };
+        let factor = if cfg.clip > 0.0 && norm > f64::from(cfg.clip) {
+            f64::from(cfg.clip) / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        let mut grads = GradientsParams::new();
+        for (g, id) in sum.into_iter().zip(&ids) {
+            if let Some(g) = g {
+                grads.register(*id, g.mul_scalar(factor));
+            }
+        }
+        let lr = cfg.lr_at(t);
+        model = optim.step(lr, model, grads);
+        let mut line = summarize(t + 1, "train", &losses);
+        line.lr = Some(lr);
+        line.grad_norm = Some(norm);
+        line.tokens = tokens;
+        line.seconds = t0.elapsed().as_secs_f64();
+        write_line(&line)?;
+        let last = t + 1 == cfg.steps;
+        if opts.stop_after == Some(t + 1) && !last {
+            return Ok(model.valid());
+        }
+        if (cfg.eval_every > 0 && (t + 1) % cfg.eval_every == 0 || last) && !data.eval.is_empty() {
+            let line = evaluate(
+                &model,
+                &frozen,
+                cfg,
+                data,
+                opts.eval_sequences,
+                probe,
+                t + 1,
+            )?;
+            write_line(&line)?;
+        }
+        if cfg.save_every > 0 && (t + 1) % cfg.save_every == 0 || last {
+            let state = State {
+                step: t + 1,
+                config: cfg.clone(),
+            };
+            save_checkpoint(dir, &model, &optim, &state)?;
+        }
+    }
+    Ok(model.valid())
+}

@@ -1,0 +1,117 @@
+//! Per-sequence sampling of a training example (spec §4.2): where the local span sits,
+//! what the memory covers, and the chunk length.
+
+use rand::RngExt;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+/// The two training objectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Memory strictly before the local span; the target is unseen.
+    Continuation,
+    /// Memory covers the whole sequence; the span and its target lie inside it.
+    Repetition,
+}
+
+/// One sampled example of a sequence `x` (with BOS at 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Which objective.
+    pub kind: LossKind,
+    /// Start of the local span in `x`.
+    pub start: usize,
+    /// Length ℓ of the local span.
+    pub len: usize,
+    /// The memory is `x[0..memory_end]`.
+    pub memory_end: usize,
+    /// Chunk length S.
+    pub chunk_len: usize,
+    /// Dynamic-prompt length p = min(prompt_cap, S, ℓ).
+    pub prompt_len: usize,
+}
+
+impl Example {
+    /// The supervised token: the one after the local span.
+    pub fn target(&self, x: &[u32]) -> u32 {
+        x[self.start + self.len]
+    }
+
+    /// Number of memory chunks.
+    pub fn num_chunks(&self) -> usize {
+        self.memory_end.div_ceil(self.chunk_len)
+    }
+}
+
+/// Samples an example of a sequence of length `n` with local window `w` (spec §4.2):
+/// ℓ ~ U{min(30, w/2), …, w−2}; continuation puts the span in the last full block
+/// of `w` tokens after an offset of at least 1 and the memory before it; repetition
+/// puts it in any block and the memory over everything. `None` when `n < w`.
+pub fn sample(
+    n: usize,
+    w: usize,
+    chunk_sizes: &[usize],
+    prompt_cap: usize,
+    kind: LossKind,
+    rng: &mut StdRng,
+) -> Option<Example> {
+    if w < 4 || n < w || chunk_sizes.is_empty() {
+        return None;
+    }
+    let blocks = n / w;
+    let len = rng.random_range(30.min(w / 2)..=w - 2);
+    let (block, offset) = match kind {
+        LossKind::Continuation => (blocks - 1, rng.random_range(1..=w - len - 1)),
+        LossKind::Repetition => (
+            rng.random_range(0..blocks),
+            rng.random_range(0..=w - len - 1),
+        ),
+    };
+    let start = block * w + offset;
+    let memory_end = match kind {
+        LossKind::Continuation => start,
+        LossKind::Repetition => n,
+    };
+    let chunk_len = chunk_sizes[rng.random_range(0..chunk_sizes.len())];
+    Some(Example {
+        kind,
+        start,
+        len,
+        memory_end,
+        chunk_len,
+        prompt_len: prompt_cap.min(chunk_len).min(len),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn examples_keep_their_target_inside_the_sequence() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for i in 0..2000 {
+            let n = 300 + i % 700;
+            let kind = if i % 2 == 0 {
+                LossKind::Continuation
+            } else {
+                LossKind::Repetition
+            };
+            let e = sample(n, 256, &[64, 128, 256], 512, kind, &mut rng).expect("example");
+            assert!(e.start + e.len < n, "{e:?} in {n}");
+            assert!((30..=254).contains(&e.len));
+            assert_eq!(e.prompt_len, e.len.min(e.chunk_len));
+            match kind {
+                LossKind::Continuation => {
+                    assert_eq!(e.memory_end, e.start);
+                    assert!(e.start >= 1);
+                }
+                LossKind::Repetition => assert_eq!(e.memory_end, n),
+            }
+        }
+        assert!(sample(100, 256, &[64], 512, LossKind::Repetition, &mut rng).is_none());
+    }
+}

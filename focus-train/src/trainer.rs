@@ -1,0 +1,245 @@
+//! The training loop: AdamW on the candidate projections (or their low-rank updates),
+//! warm-up and decay, global gradient-norm clipping, gradient accumulation over the
+//! sequences of a step, periodic held-out evaluation, a JSON-lines log, and atomic
+//! checkpoints from which `resume` continues exactly.
+//!
+//! Every random choice of step `t` comes from a generator seeded with `(seed, t)`, so
+//! the state to restore is the step number, the weights and the optimizer moments.
+
+use std::path::PathBuf;
+
+use burn::module::{Module, ParamId};
+use focus_model::LlamaForCausalLM;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sample::{Example, LossKind, sample};
+
+/// Which objectives each sequence contributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Both losses on every sequence (affordable thanks to the cached chunk keys).
+    Both,
+    /// One loss per sequence, drawn at random (as the reference does).
+    Random,
+    /// Only the continuation loss.
+    Continuation,
+    /// Only the repetition loss.
+    Repetition,
+}
+
+/// Learning-rate schedule after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Linear decay to zero at the last step (the reference's WarmupDecayLR).
+    Linear,
+    /// Cosine decay to zero.
+    Cosine,
+    /// Constant.
+    Constant,
+}
+
+/// Everything that defines a run (saved with each checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Local window W of the sampled examples.
+    pub local_window: usize,
+    /// Chunk lengths S drawn per example.
+    pub chunk_sizes: Vec<usize>,
+    /// Cap on the dynamic prompt (512 in the paper).
+    pub prompt_cap: usize,
+    /// Objectives per sequence.
+    pub objective: Objective,
+    /// Rank of the low-rank updates; `None` trains the full candidate projections.
+    pub rank: Option<usize>,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Sequences per optimizer step (gradients accumulated over them).
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warm-up steps (linear from 0).
+    pub warmup: usize,
+    /// Decay after the warm-up.
+    pub schedule: Schedule,
+    /// AdamW weight decay.
+    pub weight_decay: f32,
+    /// Global gradient-norm clipping (0: off).
+    pub clip: f32,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Evaluate every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub save_every: usize,
+}
+
+impl TrainConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(m));
+        if self.local_window < 8 {
+            return bad(format!(
+                "local window {} is too small (at least 8)",
+                self.local_window
+            ));
+        }
+        if self.chunk_sizes.is_empty() || self.chunk_sizes.contains(&0) {
+            return bad("chunk sizes must be positive".into());
+        }
+        if self.steps == 0 || self.batch == 0 {
+            return bad("steps and batch must be positive".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("learning rate {} must be positive", self.lr));
+        }
+        if self.rank == Some(0) {
+            return bad("rank must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Learning rate at step `t` (0-based).
+    pub fn lr_at(&self, t: usize) -> f64 {
+        if t < self.warmup {
+            return self.lr * (t + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.steps - self.warmup).max(1) as f64;
+        let done = (t - self.warmup) as f64 / span;
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Linear => self.lr * (1.0 - done),
+            Schedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
+        }
+    }
+
+    /// The examples of one sequence at step `t` (sequence `i` of the step).
+    pub fn examples(&self, n: usize, rng: &mut StdRng) -> Vec<Example> {
+        let kinds: Vec<LossKind> = match self.objective {
+            Objective::Both => vec![LossKind::Continuation, LossKind::Repetition],
+            Objective::Continuation => vec![LossKind::Continuation],
+            Objective::Repetition => vec![LossKind::Repetition],
+            Objective::Random => vec![if rng.random::<bool>() {
+                LossKind::Continuation
+            } else {
+                LossKind::Repetition
+            }],
+        };
+        kinds
+            .into_iter()
+            .filter_map(|k| {
+                sample(
+                    n,
+                    self.local_window,
+                    &self.chunk_sizes,
+                    self.prompt_cap,
+                    k,
+                    rng,
+                )
+            })
+            .collect()
+    }
+}
+
+/// The generator of step `t`.
+pub fn step_rng(seed: u64, t: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// One line of the JSON-lines log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Steps done.
+    pub step: usize,
+    /// `train` or `eval`.
+    pub kind: String,
+    /// Mean loss (nats) over the examples.
+    pub loss: f64,
+    /// Mean continuation loss, if any.
+    pub continuation: Option<f64>,
+    /// Mean repetition loss, if any.
+    pub repetition: Option<f64>,
+    /// Learning rate used (train lines).
+    pub lr: Option<f64>,
+    /// Gradient norm before clipping (train lines).
+    pub grad_norm: Option<f64>,
+    /// Tokens read by the model in this step or evaluation.
+    pub tokens: usize,
+    /// Wall time of the step or evaluation, seconds.
+    pub seconds: f64,
+    /// Passkey probe accuracy (eval lines, when run).
+    pub passkey: Option<f64>,
+}
+
+/// Saved with each checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// Steps done.
+    pub step: usize,
+    /// The run's settings.
+    pub config: TrainConfig,
+}
+
+/// Where a run keeps its files.
+#[derive(Debug, Clone)]
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    /// The latest checkpoint folder.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.0.join("checkpoint")
+    }
+    /// The JSON-lines log.
+    pub fn log(&self) -> PathBuf {
+        self.0.join("log.jsonl")
+    }
+}
+
+/// Parameter ids of what trains (see `LlamaForCausalLM::fix_candidate_param_ids`).
+pub fn trainable_ids(model: &LlamaForCausalLM) -> Vec<ParamId> {
+    let mut ids = Vec::new();
+    for layer in &model.model.layers {
+        let a = &layer.self_attn;
+        for (p, l) in [
+            (&a.beacon_q_proj, &a.beacon_q_lora),
+            (&a.beacon_k_proj, &a.beacon_k_lora),
+            (&a.beacon_v_proj, &a.beacon_v_lora),
+            (&a.beacon_o_proj, &a.beacon_o_lora),
+        ] {
+            match (p, l) {
+                (_, Some(l)) => ids.extend([l.lora_a.id, l.lora_b.id]),
+                (Some(p), None) => ids.push(p.weight.id),
+                (None, None) => {}
+            }
+        }
+    }
+    ids
+}
+
+/// Freezes everything but the candidate projections (or, in low-rank mode, their updates).
+pub fn set_trainable(model: LlamaForCausalLM) -> LlamaForCausalLM {
+    let mut model = model.no_grad();
+    let low_rank = model.low_rank().is_some();
+    for layer in &mut model.model.layers {
+        let a = &mut layer.self_attn;
+        for (p, l) in [
+            (&mut a.beacon_q_proj, &mut a.beacon_q_lora),
+            (&mut a.beacon_k_proj, &mut a.beacon_k_lora),
+            (&mut a.beacon_v_proj, &mut a.beacon_v_lora),
+            (&mut a.beacon_o_proj, &mut a.beacon_o_lora),
+        ] {
+            if low_rank {
+                if let Some(u) = l.take() {
+                    *l = Some(u.set_require_grad(true));
+                }
+            } else if let Some(lin) = p.take() {
+                *p = Some(lin.set_require_grad(true));
+            }
+        }
+    }
+    model
+}
