@@ -85,7 +85,7 @@ pub fn load_model(args: &ModelArgs, focus: bool) -> Result<(Loaded, Device)> {
         load(&args.model, &device).with_context(|| format!("loading {}", args.model.display()))?;
     if focus {
         loaded.model = match &args.focus_weights {
-            Some(p) => loaded.model.load_candidate_projections(p)?,
+            Some(p) => loaded.model.load_focus_weights(p)?,
             None => loaded.model.with_candidate_projections(),
         };
     } else if args.focus_weights.is_some() {

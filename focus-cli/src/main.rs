@@ -9,6 +9,7 @@ mod heatmap;
 mod inspect;
 mod passkey;
 mod ppl;
+mod train;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ enum Command {
     Passkey(passkey::Args),
     /// Needle in a haystack of real text (essays by default), same grid and outputs.
     Niah(passkey::NiahArgs),
+    /// Train the candidate projections on text files (the base model stays frozen).
+    Train(train::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Ppl(a) => ppl::run(a, cli.quiet),
         Command::Passkey(a) => passkey::run_passkey(a, cli.quiet),
         Command::Niah(a) => passkey::run_niah(a, cli.quiet),
+        Command::Train(a) => train::run(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -263,6 +263,11 @@ pub fn train(
         on_line(line);
         Ok(())
     };
+    if start == 0 && cfg.eval_every > 0 && !data.eval.is_empty() {
+        // The starting point (copied candidate projections), for before/after curves.
+        let line = evaluate(&model, &frozen, cfg, data, opts.eval_sequences, probe, 0)?;
+        write_line(&line)?;
+    }
     for t in start..cfg.steps {
         let t0 = Instant::now();
         let mut rng = step_rng(cfg.seed, t);

@@ -1,0 +1,250 @@
+//! `focus train`: train the candidate projections on text files.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use focus_train::data::{pack, read_texts};
+use focus_train::{Data, Objective, Probe, RunDir, RunOptions, Schedule, TrainConfig, train};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::common::{ModelArgs, load_model};
+
+/// Train FocusLLM's candidate projections (the base model stays frozen).
+///
+/// Each step draws `--batch` sequences; each sequence gives a continuation example (the
+/// memory strictly before a local span of random length) and a repetition example (the
+/// memory over the whole sequence, the span inside it), with a chunk length drawn from
+/// `--chunk-sizes`; the loss is the cross-entropy of the token after the span. The run
+/// folder gets `log.jsonl`, `checkpoint/` (rewritten atomically every `--save-every`
+/// steps; `--resume` continues from it exactly) and, at the end, `focus-weights.safetensors`
+/// for `--focus-weights` (plus `focus-weights-full.safetensors`, merged full projections
+/// in the reference layout, with `--rank`).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training text: files, or folders whose .txt files are used.
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Held-out text for evaluation (files or folders).
+    #[arg(long, num_args = 1..)]
+    pub eval_data: Vec<PathBuf>,
+    /// Run folder.
+    #[arg(long, default_value = "runs/focus")]
+    pub out: PathBuf,
+    /// Continue the run in --out from its checkpoint (same settings).
+    #[arg(long)]
+    pub resume: bool,
+    /// Local window W of the training examples (the local span is 30..W-2 tokens).
+    #[arg(long, default_value_t = 256)]
+    pub local_window: usize,
+    /// Chunk lengths S, one drawn per example.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    pub chunk_sizes: Vec<usize>,
+    /// Cap on the dynamic prompt.
+    #[arg(long, default_value_t = 512)]
+    pub prompt_cap: usize,
+    /// Objectives per sequence: both, random (one of the two, as the reference),
+    /// continuation, repetition.
+    #[arg(long, value_enum, default_value = "both")]
+    pub objective: ObjectiveArg,
+    /// Train a rank-R update of the candidate projections instead of the full matrices.
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Shortest packed sequence, in tokens.
+    #[arg(long, default_value_t = 1024)]
+    pub min_len: usize,
+    /// Longest packed sequence, in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub max_len: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Sequences per step (their gradients are accumulated).
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Decay after the warm-up: linear, cosine, constant.
+    #[arg(long, value_enum, default_value = "linear")]
+    pub schedule: ScheduleArg,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f32,
+    /// Seed of every random choice (data order, examples, low-rank initialisation).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Evaluate every this many steps (0: at the end only).
+    #[arg(long, default_value_t = 50)]
+    pub eval_every: usize,
+    /// Held-out sequences per evaluation.
+    #[arg(long, default_value_t = 8)]
+    pub eval_sequences: usize,
+    /// Passkey probe lengths at each evaluation (default: 2W and 4W; `none` for no probe).
+    #[arg(long, value_delimiter = ',')]
+    pub probe_lengths: Vec<String>,
+    /// Save a checkpoint every this many steps (0: at the end only).
+    #[arg(long, default_value_t = 50)]
+    pub save_every: usize,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum ObjectiveArg {
+    Both,
+    Random,
+    Continuation,
+    Repetition,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum ScheduleArg {
+    Linear,
+    Cosine,
+    Constant,
+}
+
+pub fn run(args: Args, quiet: bool) -> Result<()> {
+    if args.model.focus_weights.is_some() {
+        bail!(
+            "--focus-weights is not used by train (training starts from copies; use --resume to continue a run)"
+        );
+    }
+    let cfg = TrainConfig {
+        local_window: args.local_window,
+        chunk_sizes: args.chunk_sizes.clone(),
+        prompt_cap: args.prompt_cap,
+        objective: match args.objective {
+            ObjectiveArg::Both => Objective::Both,
+            ObjectiveArg::Random => Objective::Random,
+            ObjectiveArg::Continuation => Objective::Continuation,
+            ObjectiveArg::Repetition => Objective::Repetition,
+        },
+        rank: args.rank,
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr,
+        warmup: args.warmup,
+        schedule: match args.schedule {
+            ScheduleArg::Linear => Schedule::Linear,
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::Constant => Schedule::Constant,
+        },
+        weight_decay: args.weight_decay,
+        clip: args.clip,
+        seed: args.seed,
+        eval_every: args.eval_every,
+        save_every: args.save_every,
+    };
+    cfg.validate()?;
+    if args.min_len <= args.local_window {
+        bail!(
+            "--min-len {} must exceed --local-window {}",
+            args.min_len,
+            args.local_window
+        );
+    }
+    let texts = read_texts(&args.data)?;
+    let held = if args.eval_data.is_empty() {
+        Vec::new()
+    } else {
+        read_texts(&args.eval_data)?
+    };
+    let (loaded, _device) = load_model(&args.model, false)?;
+    let tok = &loaded.tokenizer;
+    let data = Data {
+        train: pack(tok, &texts, args.min_len, args.max_len, args.seed)?,
+        eval: if held.is_empty() {
+            Vec::new()
+        } else {
+            pack(tok, &held, args.min_len, args.max_len, args.seed ^ 1)?
+        },
+    };
+    let probe_lengths: Vec<usize> = if args.probe_lengths.iter().any(|s| s == "none") {
+        Vec::new()
+    } else if args.probe_lengths.is_empty() {
+        vec![2 * args.local_window, 4 * args.local_window]
+    } else {
+        crate::eval_args::lengths(&args.probe_lengths)?
+    };
+    let probe = (!probe_lengths.is_empty()).then(|| Probe {
+        tokenizer: tok,
+        lengths: probe_lengths,
+        depths: vec![0.25, 0.75],
+    });
+    if !quiet {
+        let tokens: usize = data.train.iter().map(Vec::len).sum();
+        eprintln!(
+            "{} training sequences ({tokens} tokens), {} held out; run folder {}",
+            data.train.len(),
+            data.eval.len(),
+            args.out.display()
+        );
+    }
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(cfg.steps as u64);
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed} (eta {eta}) {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let opts = RunOptions {
+        resume: args.resume,
+        stop_after: None,
+        eval_sequences: args.eval_sequences,
+    };
+    let dir = RunDir(args.out.clone());
+    let trained = train(
+        loaded.model,
+        &cfg,
+        &data,
+        &dir,
+        &opts,
+        probe.as_ref(),
+        |line| {
+            if line.kind == "train" {
+                bar.set_position(line.step as u64);
+                bar.set_message(format!(
+                    "loss {:.3} | {:.0} tok/s",
+                    line.loss,
+                    line.tokens as f64 / line.seconds.max(1e-9)
+                ));
+            } else {
+                bar.println(format!(
+                    "step {}: held-out loss {:.4} (continuation {}, repetition {}){}",
+                    line.step,
+                    line.loss,
+                    line.continuation.map_or("-".into(), |v| format!("{v:.4}")),
+                    line.repetition.map_or("-".into(), |v| format!("{v:.4}")),
+                    line.passkey.map_or(String::new(), |p| format!(
+                        ", passkey probe {:.0}%",
+                        p * 100.0
+                    ))
+                ));
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    let out = args.out.join("focus-weights.safetensors");
+    if trained.low_rank().is_some() {
+        trained.save_low_rank(&out)?;
+        trained
+            .merge_low_rank()
+            .save_candidate_projections(&args.out.join("focus-weights-full.safetensors"))?;
+    } else {
+        trained.save_candidate_projections(&out)?;
+    }
+    if !quiet {
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
