@@ -46,6 +46,8 @@ enum Command {
     Niah(passkey::NiahArgs),
     /// Train the candidate projections on text files (the base model stays frozen).
     Train(train::Args),
+    /// Draw the loss curves of a training run (RUN/log.jsonl) to a PNG.
+    PlotLog(train::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Passkey(a) => passkey::run_passkey(a, cli.quiet),
         Command::Niah(a) => passkey::run_niah(a, cli.quiet),
         Command::Train(a) => train::run(a, cli.quiet),
+        Command::PlotLog(a) => train::plot(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
