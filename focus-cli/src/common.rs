@@ -13,12 +13,14 @@ pub struct ModelArgs {
     /// Model: an HF directory (config.json, safetensors, tokenizer.json) or a GGUF file.
     #[arg(long, short, default_value = ".assets/SmolLM2-135M-Instruct.Q4_1.gguf")]
     pub model: PathBuf,
-    /// Trained candidate projections (safetensors, reference key layout); without it they
-    /// start as copies of the base projections.
+    /// Trained candidate weights (safetensors): full projections in the reference key
+    /// layout, or the low-rank updates `focus train --rank` writes. Without it the
+    /// candidate projections are copies of the base projections.
     #[arg(long)]
     pub focus_weights: Option<PathBuf>,
-    /// Device: auto (honours BURN_DEVICE), cpu, wgpu, vulkan, metal, cuda[:N]; only the
-    /// backends compiled into this binary are available.
+    /// Device: auto (BURN_DEVICE if set, with the same names; else the CPU when it is
+    /// compiled in), cpu, wgpu, vulkan, metal, cuda[:N]; only the backends compiled into
+    /// this binary are available.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Float type of the computation: f32, f16, bf16 (half types on GPUs).

@@ -180,6 +180,28 @@ fn ppl_reports_every_mode() {
         "--format",
         "json",
     ]));
+    // A window of exactly the model's 512 positions fits full attention (BOS included,
+    // the last target is never fed).
+    let long = dir.path().join("long.txt");
+    std::fs::write(&long, "abcdefghij".repeat(60)).expect("write");
+    let v = json(&ok(&[
+        "-q",
+        "ppl",
+        long.to_str().expect("path"),
+        "--model",
+        &tiny(),
+        "--length",
+        "512",
+        "--score",
+        "8",
+        "--windows",
+        "1",
+        "--modes",
+        "full",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(v["entries"][0]["results"][0]["tokens"], 8);
     // 450 bytes -> 3 chunks of 128, each scored on 63 tokens.
     assert_eq!(llama["entries"][0]["results"][0]["tokens"], 189);
 }

@@ -141,20 +141,20 @@ pub fn nll(
         }
         return Ok(out);
     }
-    if !mode.fits(model, input.len(), targets.len()) {
-        return Err(Error::Input(format!(
-            "{} tokens do not fit the model's {} positions with {} attention",
-            input.len() + targets.len(),
-            model.config().max_position_embeddings,
-            mode.name()
-        )));
-    }
     let mut ids = Vec::with_capacity(input.len() + targets.len() + 1);
     if input[0] != bos {
         ids.push(bos);
     }
     ids.extend_from_slice(input);
     ids.extend_from_slice(&targets[..targets.len() - 1]);
+    let max = model.config().max_position_embeddings;
+    if ids.len() > max {
+        return Err(Error::Input(format!(
+            "{} positions do not fit the model's {max} with {} attention",
+            ids.len(),
+            mode.name()
+        )));
+    }
     Ok(plain_nll(model, &ids, targets))
 }
 
