@@ -1,0 +1,58 @@
+//! Helpers shared by the end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+pub fn tiny() -> String {
+    fixture("tiny-llama").display().to_string()
+}
+
+pub fn focus() -> Command {
+    let mut c = Command::cargo_bin("focus").expect("focus binary");
+    c.env("BURN_DEVICE", "cpu").env_remove("FOCUS_LOG");
+    c
+}
+
+/// Runs and returns stdout; panics with stderr on failure.
+pub fn ok(args: &[&str]) -> String {
+    let out = focus().args(args).output().expect("run focus");
+    assert!(
+        out.status.success(),
+        "focus {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 stdout")
+}
+
+/// Runs a command that must fail: exit code 2, one line on stderr containing `needle`.
+pub fn fails(args: &[&str], needle: &str) {
+    let out = focus().args(args).output().expect("run focus");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "focus {args:?}: {err}");
+    assert!(!err.contains("panicked"), "focus {args:?} panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "focus {args:?}: expected one line, got {err}"
+    );
+    assert!(
+        lines[0].contains(needle),
+        "focus {args:?}: {:?} does not mention {needle:?}",
+        lines[0]
+    );
+}
+
+pub fn json(s: &str) -> Value {
+    serde_json::from_str(s).expect("JSON output")
+}
