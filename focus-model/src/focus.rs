@@ -113,17 +113,11 @@ impl LlamaForCausalLM {
                 "the model has no candidate projections to save".into(),
             ));
         }
-        let tmp = path.with_extension("safetensors.tmp");
-        let mut store = SafetensorsStore::from_file(&tmp)
+        let store = SafetensorsStore::from_file(path.with_extension("safetensors.tmp"))
             .with_to_adapter(BurnToPyTorchAdapter)
             .with_regex(r"\.beacon_[qkvo]_proj\.")
-            .metadata("format", "pt")
-            .overwrite(true);
-        self.save_into(&mut store).map_err(|e| Error::Safetensors {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+            .metadata("format", "pt");
+        self.save_atomic(path, store)
     }
 }
 
@@ -226,15 +220,9 @@ impl LlamaForCausalLM {
                 "the model has no low-rank updates to save".into(),
             ));
         }
-        let tmp = path.with_extension("safetensors.tmp");
-        let mut store = SafetensorsStore::from_file(&tmp)
-            .with_regex(r"\.beacon_[qkvo]_lora\.")
-            .overwrite(true);
-        self.save_into(&mut store).map_err(|e| Error::Safetensors {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        let store = SafetensorsStore::from_file(path.with_extension("safetensors.tmp"))
+            .with_regex(r"\.beacon_[qkvo]_lora\.");
+        self.save_atomic(path, store)
     }
 
     /// Loads candidate weights from a safetensors file: full candidate projections (see
@@ -280,6 +268,20 @@ impl LlamaForCausalLM {
                 Ok(model)
             }
         }
+    }
+}
+
+impl LlamaForCausalLM {
+    /// Saves through `store` (which writes `path` with a `.safetensors.tmp` extension), then
+    /// renames the file into place, so a failure leaves no partial file at `path`.
+    fn save_atomic(&self, path: &Path, store: SafetensorsStore) -> Result<()> {
+        let tmp = path.with_extension("safetensors.tmp");
+        let mut store = store.overwrite(true);
+        self.save_into(&mut store).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
 }
 
