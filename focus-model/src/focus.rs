@@ -171,14 +171,8 @@ impl LlamaForCausalLM {
     /// Folds the low-rank updates into the candidate projections (`W + A·B`) and drops them.
     pub fn merge_low_rank(mut self) -> Self {
         for layer in &mut self.model.layers {
-            let a = &mut layer.self_attn;
-            for (proj, lora) in [
-                (&mut a.beacon_q_proj, a.beacon_q_lora.take()),
-                (&mut a.beacon_k_proj, a.beacon_k_lora.take()),
-                (&mut a.beacon_v_proj, a.beacon_v_lora.take()),
-                (&mut a.beacon_o_proj, a.beacon_o_lora.take()),
-            ] {
-                if let (Some(p), Some(l)) = (proj.as_mut(), lora) {
+            for (proj, lora) in layer.self_attn.candidate_slots_mut() {
+                if let (Some(p), Some(l)) = (proj.as_mut(), lora.take()) {
                     let w = p.weight.val() + l.delta();
                     p.weight = Param::initialized(p.weight.id, w);
                 }
@@ -191,14 +185,8 @@ impl LlamaForCausalLM {
     /// the same in every run, so that saved optimizer state finds its parameters again.
     pub fn fix_candidate_param_ids(mut self) -> Self {
         for (i, layer) in self.model.layers.iter_mut().enumerate() {
-            let a = &mut layer.self_attn;
-            let projs = [
-                (&mut a.beacon_q_proj, &mut a.beacon_q_lora),
-                (&mut a.beacon_k_proj, &mut a.beacon_k_lora),
-                (&mut a.beacon_v_proj, &mut a.beacon_v_lora),
-                (&mut a.beacon_o_proj, &mut a.beacon_o_lora),
-            ];
-            for (j, (proj, lora)) in projs.into_iter().enumerate() {
+            let slots = layer.self_attn.candidate_slots_mut();
+            for (j, (proj, lora)) in slots.into_iter().enumerate() {
                 let id = CANDIDATE_ID_BASE + ((i * 4 + j) * 4) as u64;
                 if let Some(p) = proj.as_mut() {
                     p.weight = with_id(&p.weight, id);

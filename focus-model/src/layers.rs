@@ -126,6 +126,26 @@ impl Attention {
         ])
     }
 
+    /// The four candidate projections (q, k, v, o) with their optional low-rank updates.
+    pub fn candidate_slots(&self) -> [(&Option<Linear>, &Option<LowRank>); 4] {
+        [
+            (&self.beacon_q_proj, &self.beacon_q_lora),
+            (&self.beacon_k_proj, &self.beacon_k_lora),
+            (&self.beacon_v_proj, &self.beacon_v_lora),
+            (&self.beacon_o_proj, &self.beacon_o_lora),
+        ]
+    }
+
+    /// [`candidate_slots`](Self::candidate_slots), mutably.
+    pub fn candidate_slots_mut(&mut self) -> [(&mut Option<Linear>, &mut Option<LowRank>); 4] {
+        [
+            (&mut self.beacon_q_proj, &mut self.beacon_q_lora),
+            (&mut self.beacon_k_proj, &mut self.beacon_k_lora),
+            (&mut self.beacon_v_proj, &mut self.beacon_v_lora),
+            (&mut self.beacon_o_proj, &mut self.beacon_o_lora),
+        ]
+    }
+
     fn candidate_proj(&self) -> Option<[CandidateProj<'_>; 4]> {
         let [q, k, v, o] = self.candidate()?;
         Some([

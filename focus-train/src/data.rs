@@ -1,7 +1,7 @@
 //! Training data: text files (or folders of `.txt` files), tokenised and packed into
 //! sequences of random length between a minimum and a maximum.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use focus_model::Tokenizer;
 use rand::rngs::StdRng;
@@ -82,9 +82,4 @@ pub fn pack(
         )));
     }
     Ok(out)
-}
-
-/// Whether `path` names an existing file or folder.
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }

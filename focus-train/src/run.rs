@@ -158,9 +158,11 @@ pub fn evaluate(
     let mut rng = step_rng(cfg.seed ^ 0xE7A1, 0);
     let mut losses = Vec::new();
     let mut tokens = 0;
+    let both = TrainConfig {
+        objective: crate::trainer::Objective::Both,
+        ..cfg.clone()
+    };
     for seq in data.eval.iter().take(n) {
-        let mut both = cfg.clone();
-        both.objective = crate::trainer::Objective::Both;
         for ex in both.examples(seq.len(), &mut rng) {
             let l: f64 = example_loss(&plain, frozen, seq, &ex)
                 .into_scalar::<f32>()

@@ -203,13 +203,7 @@ impl RunDir {
 pub fn trainable_ids(model: &LlamaForCausalLM) -> Vec<ParamId> {
     let mut ids = Vec::new();
     for layer in &model.model.layers {
-        let a = &layer.self_attn;
-        for (p, l) in [
-            (&a.beacon_q_proj, &a.beacon_q_lora),
-            (&a.beacon_k_proj, &a.beacon_k_lora),
-            (&a.beacon_v_proj, &a.beacon_v_lora),
-            (&a.beacon_o_proj, &a.beacon_o_lora),
-        ] {
+        for (p, l) in layer.self_attn.candidate_slots() {
             match (p, l) {
                 (_, Some(l)) => ids.extend([l.lora_a.id, l.lora_b.id]),
                 (Some(p), None) => ids.push(p.weight.id),
@@ -225,13 +219,7 @@ pub fn set_trainable(model: LlamaForCausalLM) -> LlamaForCausalLM {
     let mut model = model.no_grad();
     let low_rank = model.low_rank().is_some();
     for layer in &mut model.model.layers {
-        let a = &mut layer.self_attn;
-        for (p, l) in [
-            (&mut a.beacon_q_proj, &mut a.beacon_q_lora),
-            (&mut a.beacon_k_proj, &mut a.beacon_k_lora),
-            (&mut a.beacon_v_proj, &mut a.beacon_v_lora),
-            (&mut a.beacon_o_proj, &mut a.beacon_o_lora),
-        ] {
+        for (p, l) in layer.self_attn.candidate_slots_mut() {
             if low_rank {
                 if let Some(u) = l.take() {
                     *l = Some(u.set_require_grad(true));
