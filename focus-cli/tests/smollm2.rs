@@ -4,22 +4,18 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{fixture, json, ok};
+use common::{fixture, json, ok, root};
 
 /// The README's demo on the default model (with the trained candidate weights of
 /// `assets/`): with full attention SmolLM2 finds the key
 /// at 1K tokens (observed: the answer " 40073" for seed 0), and every mode reports.
 #[test]
 fn passkey_on_smollm2() {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+    let model = root()
         .join(std::env::var("FOCUS_ASSETS").unwrap_or_else(|_| ".assets".into()))
         .join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(model.exists(), "run scripts/fetch-assets.sh first");
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../assets/smollm2-135m-focus-w256-r8.safetensors");
+    let weights = root().join("assets/smollm2-135m-focus-w256-r8.safetensors");
     let v = json(&ok(&[
         "-q",
         "passkey",
@@ -52,7 +48,7 @@ fn passkey_on_smollm2() {
 /// because its quantized matrix products also round the activations to 8 bits.
 #[test]
 fn llama_cpp_protocol_matches_llama_perplexity() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root();
     let assets = root.join(std::env::var("FOCUS_ASSETS").unwrap_or_else(|_| ".assets".into()));
     let model = assets.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(model.exists(), "run scripts/fetch-assets.sh first");

@@ -7,13 +7,17 @@ use std::path::Path;
 use burn::module::{Param, ParamId};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore,
+};
 use focus_core::CondensingModel;
 
 use crate::error::{Error, Result};
 use crate::layers::{LayerKv, LowRank, Rows};
 use crate::model::{KvCache, LlamaForCausalLM, ids_tensor};
 use crate::rope::apply_tables;
+use crate::weights::float_dtype;
 
 /// Candidate keys (before RoPE) and values of a batch of chunks, per layer.
 ///
@@ -59,8 +63,9 @@ impl LlamaForCausalLM {
             ));
         }
         self = self.with_candidate_projections();
+        let float = float_dtype(&self.device());
         let mut store = SafetensorsStore::from_file(path)
-            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(float)))
             .with_regex(r"\.beacon_[qkvo]_proj\.")
             .allow_partial(true);
         let r = self.load_from(&mut store).map_err(|e| Error::Safetensors {
@@ -233,7 +238,9 @@ impl LlamaForCausalLM {
             None => self.load_candidate_projections(path),
             Some(rank) => {
                 let mut model = self.with_low_rank(rank.max(1), 0)?;
+                let float = float_dtype(&model.device());
                 let mut store = SafetensorsStore::from_file(path)
+                    .with_from_adapter(FloatCastAdapter::to(float))
                     .with_regex(r"\.beacon_[qkvo]_lora\.")
                     .allow_partial(true);
                 let r = model

@@ -121,6 +121,12 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
 }
 
+/// The float type of `device` (f32 unless it was configured otherwise, e.g. `--dtype bf16`).
+/// Weights read from files are cast to it, so every operand of an operation agrees.
+pub fn float_dtype(device: &Device) -> DType {
+    device.settings().float_dtype.into()
+}
+
 /// Loads `config.json`, the safetensors weights and `tokenizer.json` of an HF directory.
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
     let cfg_path = dir.join("config.json");
@@ -141,7 +147,9 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
             ));
         }
         let mut store = SafetensorsStore::from_file(&file)
-            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+            .with_from_adapter(
+                PyTorchToBurnAdapter.chain(FloatCastAdapter::to(float_dtype(device))),
+            )
             .allow_partial(true);
         let r = model
             .load_from(&mut store)
@@ -318,7 +326,8 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Loaded> {
         .iter()
         .map(|t| gguf_tensor(&g, t, &cfg))
         .collect::<Result<Vec<_>>>()?;
-    let adapter: Box<dyn ModuleAdapter> = Box::new(PyTorchToBurnAdapter);
+    let adapter: Box<dyn ModuleAdapter> =
+        Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(float_dtype(device))));
     let result = model.apply(tensors, None, Some(adapter), false);
     check(&[result])?;
     let tokenizer = Tokenizer::from_gguf(&g)?;

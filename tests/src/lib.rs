@@ -5,27 +5,41 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 
-/// The device the tests run on: `BURN_DEVICE` if set (e.g. `wgpu`, `vulkan`), else flex.
+/// The device the tests run on: `FOCUS_TEST_DEVICE` if set (`wgpu`, `vulkan`, `cuda`, when
+/// compiled in), else flex.
 pub fn device() -> Device {
     match std::env::var("FOCUS_TEST_DEVICE").as_deref() {
         #[cfg(feature = "wgpu")]
         Ok("wgpu") => Device::wgpu(Default::default()),
         #[cfg(feature = "vulkan")]
         Ok("vulkan") => Device::vulkan(Default::default()),
-        _ => Device::flex(),
+        #[cfg(feature = "cuda")]
+        Ok("cuda") => Device::cuda(0),
+        #[cfg(feature = "flex")]
+        Ok("cpu" | "flex") | Err(_) => Device::flex(),
+        Ok(other) => panic!("FOCUS_TEST_DEVICE={other:?} is not compiled into the tests"),
+        #[cfg(not(feature = "flex"))]
+        Err(_) => panic!("no FOCUS_TEST_DEVICE and no flex backend compiled in"),
     }
+}
+
+/// This package's folder. `cargo test` sets `CARGO_MANIFEST_DIR` when it runs a test, which
+/// stays right when the checkout moves (cargo does not rebuild for a moved workspace, so the
+/// compile-time value can name the old place); the compile-time value is the fallback.
+fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Path of a file under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    package_dir().join("fixtures").join(name)
 }
 
 /// Path of a file under the repository's `.assets/` (fetched by `scripts/fetch-assets.sh`).
 pub fn asset(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = package_dir().join("..");
     std::env::var_os("FOCUS_ASSETS")
         .map(PathBuf::from)
         .unwrap_or(root.join(".assets"))

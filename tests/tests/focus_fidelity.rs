@@ -7,7 +7,7 @@ use focus_core::{FocusConfig, Session};
 use focus_model::{LlamaForCausalLM, Rows, load, model::ids_tensor};
 use focus_tests::{Reference, device, fixture, max_abs_diff, values};
 
-fn tiny_focus() -> LlamaForCausalLM {
+pub(crate) fn tiny_focus() -> LlamaForCausalLM {
     load(&fixture("tiny-llama"), &device())
         .unwrap()
         .model
@@ -15,7 +15,7 @@ fn tiny_focus() -> LlamaForCausalLM {
         .expect("candidate projections load")
 }
 
-fn settings() -> Vec<(FocusConfig, usize)> {
+pub(crate) fn settings() -> Vec<(FocusConfig, usize)> {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("tiny-focus-ref.json")).unwrap())
             .unwrap();
@@ -33,7 +33,7 @@ fn settings() -> Vec<(FocusConfig, usize)> {
         .collect()
 }
 
-const BOS: u32 = 256;
+pub(crate) const BOS: u32 = 256;
 
 #[test]
 fn logits_and_greedy_tokens_match_the_reference() {

@@ -2,15 +2,23 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
+/// The repository root. `cargo test` sets `CARGO_MANIFEST_DIR` when it runs a test, which stays
+/// right when the checkout moves (cargo does not rebuild for a moved workspace); the
+/// compile-time value is the fallback.
+pub fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("..")
+}
+
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
+    root().join("tests/fixtures").join(name)
 }
 
 pub fn tiny() -> String {
