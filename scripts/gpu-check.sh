@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU, no network and no Rust registry.
 #
-#   scripts/gpu-check.sh prepare      # here: build `focus` with Vulkan, strip it, bundle the
-#                                     # Vulkan loader into gpu-dist/ (under 64 MiB)
-#   scripts/gpu-check.sh run [OUT]    # there: benchmarks and a CPU-vs-GPU agreement check,
-#                                     # JSON and Markdown under OUT (default ./gpu-out)
+#   scripts/gpu-check.sh prepare      # here: build `focus` and the integration-test binary with
+#                                     # Vulkan, strip and compress them, bundle the Vulkan loader
+#                                     # into gpu-dist/ (about 45 MB, under the 64 MiB limit)
+#   scripts/gpu-check.sh run [OUT]    # there: parity tests on the GPU, then benchmarks;
+#                                     # text, JSON and Markdown under OUT (default ./gpu-out)
 #
 # The model itself does not travel: the benchmarks use randomly initialised weights in the
 # SmolLM2-135M and a 1B-class Llama shape (throughput does not depend on the values), and the
-# agreement check uses the tiny fixture model from tests/fixtures. Budget: under 8 minutes.
+# tests use the tiny fixtures of tests/fixtures (against the transformers and Python
+# references, f32, f16 and bf16 where the device has them). Every step has a time limit; all
+# of them together stay under 8 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dist=gpu-dist
@@ -16,12 +19,17 @@ dist=gpu-dist
 case "${1:-}" in
 prepare)
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/focus-target}"
-  cargo build --release -p focus-cli --features vulkan
+  # The same command line as scripts/test.sh, so the build is shared with the tests.
+  features=focus-cli/vulkan,focus-tests/vulkan
+  cargo build --release --workspace --features "$features"
+  tests=$(cargo test --release --workspace --features "$features" --test integration --no-run 2>&1 |
+    sed -n 's/.*Executable tests\/main.rs (\(.*\))/\1/p')
+  [ -x "$tests" ] || { echo "integration test binary not found" >&2; exit 2; }
   mkdir -p "$dist"
-  # The stripped binary is about 100 MB; compressed it travels within the 64 MiB limit.
-  rm -f "$dist/focus" "$dist/focus.xz"
+  rm -f "$dist"/focus* "$dist"/integration*
   strip -o "$dist/focus" "$CARGO_TARGET_DIR/release/focus"
-  xz -T2 -6 -f "$dist/focus"
+  strip -o "$dist/integration" "$tests"
+  xz -T2 -6 -f "$dist/focus" "$dist/integration"
   lib=$(ldconfig -p | awk '/libvulkan.so.1 / {print $NF; exit}')
   [ -n "$lib" ] || { echo "libvulkan.so.1 not found: apt-get install libvulkan1" >&2; exit 2; }
   cp -L "$lib" "$dist/libvulkan.so.1"
@@ -42,24 +50,51 @@ run)
   fi
   echo "VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-unset}" | tee "$out/env.txt"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$out/env.txt" 2>&1 || true
-  f="$dist/focus"
-  [ -x "$f" ] || { xz -dc "$dist/focus.xz" > "$f" && chmod +x "$f"; }
-  run() { local name="$1" limit="$2"; shift 2; echo "== $name" >&2; timeout "$limit" "$f" bench "$@" --json "$out/$name.json" > "$out/$name.md" 2> "$out/$name.err" || echo "$name failed ($?)" >> "$out/failures.txt"; }
-  timeout 40 "$f" -q generate --device vulkan --model tests/fixtures/tiny-llama --prompt-ids tests/fixtures/agree-ids.json \
-      --local-window 32 --chunk 16 --max-new-tokens 8 --format json > "$out/agree-vulkan.json" 2> "$out/agree-vulkan.err" || true
-  timeout 40 "$f" -q generate --device cpu --model tests/fixtures/tiny-llama --prompt-ids tests/fixtures/agree-ids.json \
-      --local-window 32 --chunk 16 --max-new-tokens 8 --format json > "$out/agree-cpu.json" 2> "$out/agree-cpu.err" || true
-  run smollm2-f32 200 --device vulkan --random smollm2-135m --local-window 2048 --chunk 2048 \
-      --prefill 2k,8k,32k --decode 8k --decode-tokens 8 --full-max 32k
-  run smollm2-f32-128k 60 --device vulkan --random smollm2-135m --local-window 2048 --chunk 2048 \
-      --prefill 128k --decode none --modes focus
-  run batch1 50 --device vulkan --random smollm2-135m --local-window 2048 --chunk 2048 --batch 1 \
-      --prefill 32k --decode none --modes focus
-  run llama1b-f32 80 --device vulkan --random llama-1b --local-window 2048 --chunk 2048 \
-      --prefill 8k,32k --decode none --full-max 32k
-  run smollm2-bf16 50 --device vulkan --dtype bf16 --random smollm2-135m --local-window 2048 --chunk 2048 \
-      --prefill 8k,32k --decode none --full-max 32k
-  ls -la "$out"
+  for b in focus integration; do
+    [ -x "$dist/$b" ] || { xz -dc "$dist/$b.xz" > "$dist/$b" && chmod +x "$dist/$b"; }
+  done
+  : > "$out/failures.txt"
+  device="${GPU_CHECK_DEVICE:-vulkan}" # another device only to try the script itself
+  started=$SECONDS
+
+  # 1. The tiny-model parity tests on the GPU: plain decoder and FocusLLM against the
+  #    references (f32), and f16/bf16 against their bounds (skipped where unsupported).
+  echo "== tests" >&2
+  CARGO_MANIFEST_DIR="$PWD/tests" FOCUS_TEST_DEVICE="$device" timeout 100 "$dist/integration" \
+      parity_tiny focus_fidelity precision --test-threads 1 > "$out/tests.txt" 2>&1 ||
+    echo "tests failed or timed out ($?)" >> "$out/failures.txt"
+
+  # 2. Benchmarks, each in its own process with a limit. `--repeat 2`: the first run compiles
+  #    and autotunes every new shape, the second measures throughput.
+  bench() {
+    local name="$1" limit="$2"; shift 2
+    echo "== $name" >&2
+    timeout "$limit" "$dist/focus" bench --device "$device" --repeat 2 "$@" --json "$out/$name.json" \
+        > "$out/$name.md" 2> "$out/$name.err" || echo "$name failed or timed out ($?)" >> "$out/failures.txt"
+  }
+  w=(--local-window 2048 --chunk 2048)
+  bench smollm2-f32 140 --random smollm2-135m "${w[@]}" --prefill 2k,8k,32k --decode 8k \
+      --decode-tokens 8 --modes full,focus --batches 1,16 --full-max 32k
+  bench smollm2-f32-128k 60 --random smollm2-135m "${w[@]}" --prefill 128k --decode none \
+      --modes focus --batches 16
+  bench llama1b-f32 70 --random llama-1b "${w[@]}" --prefill 8k,32k --decode none \
+      --modes full,focus --full-max 32k
+  bench smollm2-f16 45 --random smollm2-135m --dtype f16 "${w[@]}" --prefill 8k,32k \
+      --decode none --modes full,focus --full-max 32k
+  bench smollm2-bf16 20 --random smollm2-135m --dtype bf16 "${w[@]}" --prefill 8k \
+      --decode none --modes full,focus
+
+  {
+    echo "# GPU check ($(date -u +%F), $((SECONDS - started)) s)"
+    echo; cat "$out/env.txt"
+    echo; echo '## Tests'; echo; echo '```'; grep -E '^test |test result' "$out/tests.txt" || true; echo '```'
+    for f in "$out"/*.md; do
+      [ "$(basename "$f")" = summary.md ] && continue
+      echo; echo "## $(basename "$f" .md)"; echo; cat "$f"
+    done
+    echo; echo '## Failures'; echo; cat "$out/failures.txt"
+  } > "$out/summary.md"
+  cat "$out/summary.md"
   ;;
 *)
   echo "usage: $0 prepare | run [OUT]" >&2; exit 2 ;;

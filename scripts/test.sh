@@ -13,4 +13,17 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --release --workspace --features "$FEATURES" 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one per test binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+count() { awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$1"; }
+echo "tests: $(count "$log")"
+
+# The GPU-backend pass: the tiny-model parity, FocusLLM fidelity and precision tests again on
+# each device named in FOCUS_TEST_BACKENDS (e.g. "wgpu"; .ci/run sets it when it has installed
+# a software driver). One test at a time (one GL context); minimal autotuning, which changes
+# which kernels run, not what they compute.
+for backend in ${FOCUS_TEST_BACKENDS:-}; do
+  : > "$log"
+  FOCUS_TEST_DEVICE="$backend" CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}" \
+    cargo test --release --workspace --features "$FEATURES" --test integration -- \
+    parity_tiny focus_fidelity precision --test-threads 1 2>&1 | tee "$log"
+  echo "tests on $backend: $(count "$log")"
+done

@@ -41,6 +41,14 @@ pub struct Args {
     /// Skip full attention above this many tokens (it is quadratic).
     #[arg(long, default_value = "32k")]
     pub full_max: String,
+    /// Runs per measurement. With more than one, the first run (which compiles kernels and
+    /// autotunes on GPU backends) is reported apart and the rest give the best time.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Chunk batch sizes to measure FocusLLM with, e.g. 1,64 to compare chunk-by-chunk
+    /// with batched decoding of the memory (default: --batch).
+    #[arg(long, value_delimiter = ',')]
+    pub batches: Vec<usize>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -50,11 +58,17 @@ pub struct Args {
 #[derive(Serialize, Debug, Clone)]
 pub struct Row {
     pub mode: String,
+    /// Chunks per batched pass (FocusLLM only).
+    pub batch: Option<usize>,
     pub phase: String,
     pub context: usize,
     pub tokens: usize,
+    /// Best time of the runs after the first (the only run when `runs` is 1).
     pub seconds: f64,
     pub tokens_per_s: f64,
+    /// Time of the first run, which includes kernel compilation and autotuning on GPUs.
+    pub first_seconds: f64,
+    pub runs: u32,
     /// Peak resident memory of the process during the run (host memory; the CPU backend's
     /// tensors live there).
     pub peak_memory_mb: Option<f64>,
@@ -72,6 +86,17 @@ struct Output<'a> {
     local_window: usize,
     chunk: usize,
     rows: &'a [Row],
+    ratios: &'a [Ratio],
+}
+
+/// A speed ratio between two rows of the same phase and context.
+#[derive(Serialize, Debug)]
+pub struct Ratio {
+    pub what: String,
+    pub phase: String,
+    pub context: usize,
+    /// How many times faster the first named configuration is.
+    pub speedup: f64,
 }
 
 /// A progress bar on stderr (hidden when `hidden`).
@@ -149,21 +174,21 @@ impl Bench<'_> {
         ids
     }
 
-    fn config_for(&self, mode: &str, len: usize) -> FocusConfig {
-        if mode == "full" {
-            FocusConfig {
+    fn config_for(&self, mode: &str, len: usize, batch: Option<usize>) -> FocusConfig {
+        match (mode, batch) {
+            ("full", _) => FocusConfig {
                 local_window: len,
                 ..self.focus
-            }
-        } else {
-            self.focus
+            },
+            (_, Some(b)) => self.focus.with_max_batch(b),
+            _ => self.focus,
         }
     }
 
     /// Prefill `len` tokens; returns seconds.
-    fn prefill(&mut self, mode: &str, len: usize) -> f64 {
+    fn prefill(&mut self, mode: &str, len: usize, batch: Option<usize>) -> f64 {
         let ids = self.ids(len);
-        let cfg = self.config_for(mode, len);
+        let cfg = self.config_for(mode, len, batch);
         let bos = self.model.config().bos_token_id;
         let t = Instant::now();
         let (_, logits) =
@@ -174,9 +199,9 @@ impl Bench<'_> {
     }
 
     /// Prefill `len` tokens, then time `n` greedy steps; returns seconds for the steps.
-    fn decode(&mut self, mode: &str, len: usize, n: usize) -> f64 {
+    fn decode(&mut self, mode: &str, len: usize, batch: Option<usize>, n: usize) -> f64 {
         let ids = self.ids(len);
-        let cfg = self.config_for(mode, len);
+        let cfg = self.config_for(mode, len, batch);
         let bos = self.model.config().bos_token_id;
         let (mut s, logits) =
             Session::prefill(self.model, &cfg, bos, &ids, |_, _| {}).expect("valid settings");
@@ -232,6 +257,17 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         .map(|s| parse_len(s))
         .collect::<Result<_>>()?;
     let full_max = parse_len(&args.full_max)?;
+    let batches = if args.batches.is_empty() {
+        vec![focus.max_batch]
+    } else {
+        args.batches.clone()
+    };
+    if batches.contains(&0) {
+        bail!("--batches: a batch holds at least one chunk");
+    }
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
     let bytes_per_value = match args.model.dtype.as_str() {
         "f32" => 4,
         _ => 2,
@@ -243,31 +279,47 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         rng: StdRng::seed_from_u64(0),
     };
     // Warm-up: kernels, allocators, autotuning.
-    bench.prefill("full", 64);
-    let mut rows = Vec::new();
-    let mut plan: Vec<(String, &str, usize)> = Vec::new();
+    bench.prefill("full", 64, None);
+    let mut plan: Vec<(String, &str, usize, Option<usize>)> = Vec::new();
     for mode in &args.modes {
-        for &len in &prefill {
-            plan.push((mode.clone(), "prefill", len));
-        }
-        for &len in &decode {
-            plan.push((mode.clone(), "decode", len));
+        let mode_batches: Vec<Option<usize>> = match mode.as_str() {
+            "full" => vec![None],
+            _ => batches.iter().map(|&b| Some(b)).collect(),
+        };
+        for (phase, lens) in [("prefill", &prefill), ("decode", &decode)] {
+            for &len in lens {
+                for &b in &mode_batches {
+                    plan.push((mode.clone(), phase, len, b));
+                }
+            }
         }
     }
-    plan.retain(|(m, _, len)| m != "full" || *len <= full_max);
+    plan.retain(|(m, _, len, _)| m != "full" || *len <= full_max);
     let bar = progress_bar(quiet, "runs");
     bar.set_length(plan.len() as u64);
-    for (mode, phase, len) in plan {
+    let mut rows = Vec::new();
+    for (mode, phase, len, batch) in plan {
         bar.set_message(format!("{mode} {phase} {len}"));
         reset_peak_rss();
-        let (tokens, seconds) = if phase == "prefill" {
-            (len, bench.prefill(&mode, len))
+        let mut times = Vec::new();
+        for _ in 0..args.repeat {
+            times.push(if phase == "prefill" {
+                bench.prefill(&mode, len, batch)
+            } else {
+                bench.decode(&mode, len, batch, args.decode_tokens)
+            });
+        }
+        let tokens = if phase == "prefill" {
+            len
         } else {
-            (
-                args.decode_tokens,
-                bench.decode(&mode, len, args.decode_tokens),
-            )
+            args.decode_tokens
         };
+        let seconds = times
+            .iter()
+            .skip(1)
+            .copied()
+            .reduce(f64::min)
+            .unwrap_or(times[0]);
         let cache = if mode == "focus" {
             chunk_cache_bytes(model.config(), &focus, len, bytes_per_value)
         } else {
@@ -275,11 +327,14 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         };
         rows.push(Row {
             mode,
+            batch,
             phase: phase.to_string(),
             context: len,
             tokens,
             seconds,
             tokens_per_s: tokens as f64 / seconds,
+            first_seconds: times[0],
+            runs: args.repeat,
             peak_memory_mb: peak_rss_mb(),
             device_memory_mb: device
                 .memory_pool_usage()
@@ -296,24 +351,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         "model: {name}; device: {}; dtype: {}; W = {}, S = {}",
         args.model.device, args.model.dtype, focus.local_window, focus.chunk_len
     );
-    println!(
-        "| mode  | phase   | context | tokens | seconds | tokens/s | peak RSS MB | device MB | chunk caches MB |"
-    );
-    println!(
-        "|-------|---------|--------:|-------:|--------:|---------:|------------:|----------:|----------------:|"
-    );
-    for r in &rows {
+    print_table(&rows);
+    let ratios = ratios(&rows);
+    for r in &ratios {
         println!(
-            "| {:5} | {:7} | {:>7} | {:>6} | {:>7.2} | {:>8.1} | {:>11} | {:>9} | {:>15.0} |",
-            r.mode,
-            r.phase,
-            r.context,
-            r.tokens,
-            r.seconds,
-            r.tokens_per_s,
-            r.peak_memory_mb.map_or("-".into(), |m| format!("{m:.0}")),
-            r.device_memory_mb.map_or("-".into(), |m| format!("{m:.0}")),
-            r.chunk_cache_mb
+            "{} {} at {} tokens: {:.2}x",
+            r.what, r.phase, r.context, r.speedup
         );
     }
     if let Some(path) = &args.json {
@@ -327,8 +370,77 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             local_window: focus.local_window,
             chunk: focus.chunk_len,
             rows: &rows,
+            ratios: &ratios,
         };
         write_atomic(path, serde_json::to_string_pretty(&out)?.as_bytes())?;
     }
     Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| mode  | batch | phase   | context | tokens | seconds | tokens/s | first run s | peak RSS MB | device MB | chunk caches MB |"
+    );
+    println!(
+        "|-------|------:|---------|--------:|-------:|--------:|---------:|------------:|------------:|----------:|----------------:|"
+    );
+    let opt = |v: Option<f64>| v.map_or("-".into(), |m| format!("{m:.0}"));
+    for r in rows {
+        println!(
+            "| {:5} | {:>5} | {:7} | {:>7} | {:>6} | {:>7.2} | {:>8.1} | {:>11.2} | {:>11} | {:>9} | {:>15.0} |",
+            r.mode,
+            r.batch.map_or("-".into(), |b| b.to_string()),
+            r.phase,
+            r.context,
+            r.tokens,
+            r.seconds,
+            r.tokens_per_s,
+            r.first_seconds,
+            opt(r.peak_memory_mb),
+            opt(r.device_memory_mb),
+            r.chunk_cache_mb
+        );
+    }
+}
+
+/// Per phase and context: the largest FocusLLM batch against chunk by chunk (batch 1), and
+/// FocusLLM (largest batch) against full attention.
+fn ratios(rows: &[Row]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let mut keys: Vec<(&str, usize)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&(r.phase.as_str(), r.context)) {
+            keys.push((r.phase.as_str(), r.context));
+        }
+    }
+    for (phase, context) in keys {
+        let same = |r: &&Row| r.phase == phase && r.context == context;
+        let focus: Vec<&Row> = rows
+            .iter()
+            .filter(same)
+            .filter(|r| r.mode == "focus")
+            .collect();
+        let widest = focus.iter().max_by_key(|r| r.batch);
+        let one = focus.iter().find(|r| r.batch == Some(1));
+        if let (Some(w), Some(o)) = (widest, one)
+            && w.batch != Some(1)
+        {
+            out.push(Ratio {
+                what: format!("FocusLLM batch {} vs chunk by chunk", w.batch.unwrap_or(0)),
+                phase: phase.into(),
+                context,
+                speedup: o.seconds / w.seconds,
+            });
+        }
+        let full = rows.iter().filter(same).find(|r| r.mode == "full");
+        if let (Some(w), Some(f)) = (widest, full) {
+            out.push(Ratio {
+                what: "FocusLLM vs full attention".into(),
+                phase: phase.into(),
+                context,
+                speedup: f.seconds / w.seconds,
+            });
+        }
+    }
+    out
 }

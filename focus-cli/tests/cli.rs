@@ -4,6 +4,7 @@
 mod common;
 
 use common::{fails, fixture, focus, json, ok, tiny};
+use serde_json::Value;
 
 #[test]
 fn generate_json_reports_tokens_logits_and_plan() {
@@ -243,6 +244,39 @@ fn inspect_and_bench_run_on_the_tiny_model() {
     assert!(out.contains("focus") && out.contains("full"), "{out}");
 }
 
+/// `--batches` measures FocusLLM chunk by chunk and batched in one process and reports the
+/// ratio; `--repeat` keeps the first run apart.
+#[test]
+fn bench_compares_batch_sizes_and_repeats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.json");
+    let p = path.display().to_string();
+    #[rustfmt::skip]
+    ok(&[
+        "-q", "bench", "--model", &tiny(), "--prefill", "160", "--decode", "none",
+        "--local-window", "32", "--chunk", "16", "--batches", "1,4", "--repeat", "2",
+        "--json", &p,
+    ]);
+    let v = json(&std::fs::read_to_string(&path).expect("json written"));
+    let rows = v["rows"].as_array().expect("rows");
+    let batches: Vec<_> = rows.iter().map(|r| r["batch"].clone()).collect();
+    assert_eq!(batches, [Value::Null, 1.into(), 4.into()], "{v}");
+    assert!(
+        rows.iter()
+            .all(|r| r["runs"] == 2 && r["first_seconds"].as_f64() > Some(0.0))
+    );
+    let ratios = v["ratios"].as_array().expect("ratios");
+    let what: Vec<&str> = ratios.iter().filter_map(|r| r["what"].as_str()).collect();
+    assert_eq!(
+        what,
+        [
+            "FocusLLM batch 4 vs chunk by chunk",
+            "FocusLLM vs full attention"
+        ]
+    );
+    assert!(ratios.iter().all(|r| r["speedup"].as_f64() > Some(0.0)));
+}
+
 #[test]
 fn bad_inputs_fail_with_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -412,6 +446,13 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
         ],
         "too short",
     );
+    #[rustfmt::skip]
+    fails(
+        &["bench", "--model", &tiny(), "--batches", "0", "--json", &d("b.json")],
+        "at least one chunk",
+    );
+    #[rustfmt::skip]
+    fails(&["bench", "--model", &tiny(), "--repeat", "0"], "repeat");
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
         .filter_map(|e| e.ok())
