@@ -55,6 +55,10 @@ run)
   done
   : > "$out/failures.txt"
   device="${GPU_CHECK_DEVICE:-vulkan}" # another device only to try the script itself
+  # Every new tensor shape is compiled and autotuned on its first run; minimal autotuning keeps
+  # that within the time budget (it may pick slower kernels than a full search would).
+  export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
+  echo "CUBECL_AUTOTUNE_LEVEL=$CUBECL_AUTOTUNE_LEVEL" >> "$out/env.txt"
   started=$SECONDS
 
   # 1. The tiny-model parity tests on the GPU: plain decoder and FocusLLM against the
@@ -91,6 +95,11 @@ run)
     for f in "$out"/*.md; do
       [ "$(basename "$f")" = summary.md ] && continue
       echo; echo "## $(basename "$f" .md)"; echo; cat "$f"
+      if [ ! -s "$f" ]; then
+        # Stopped by its limit: the rows it finished, as `focus bench` logged them.
+        echo "Stopped before its table; rows measured:"; echo
+        grep '^row ' "${f%.md}.err" | sed 's/^row /    /' || echo "    none"
+      fi
     done
     echo; echo '## Failures'; echo; cat "$out/failures.txt"
   } > "$out/summary.md"
