@@ -9,6 +9,9 @@ FEATURES="${FOCUS_FEATURES:-focus-cli/vulkan,focus-tests/vulkan}"
 
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets --features "$FEATURES" -- -D warnings
+# The plain `wgpu` feature set (WGSL kernels, no CPU backend) must keep compiling too.
+cargo clippy --release -p focus-cli -p focus-tests --all-targets --no-default-features \
+  --features focus-cli/wgpu,focus-tests/wgpu -- -D warnings
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --release --workspace --features "$FEATURES" 2>&1 | tee "$log"
