@@ -80,7 +80,7 @@ run)
   bench smollm2-f32 140 --random smollm2-135m "${w[@]}" --prefill 2k,8k,32k --decode 8k \
       --decode-tokens 8 --modes full,focus --batches 1,16 --full-max 32k
   bench smollm2-f32-128k 60 --random smollm2-135m "${w[@]}" --prefill 128k --decode none \
-      --modes focus --batches 16
+      --modes focus --batches 64
   bench llama1b-f32 70 --random llama-1b "${w[@]}" --prefill 8k,32k --decode none \
       --modes full,focus --full-max 32k
   bench smollm2-f16 45 --random smollm2-135m --dtype f16 "${w[@]}" --prefill 8k,32k \
