@@ -116,6 +116,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             "--focus-weights is not used by train (training starts from copies; use --resume to continue a run)"
         );
     }
+    if args.model.dtype == "f16" {
+        bail!(
+            "--dtype f16 cannot train: without loss scaling or f32 master weights (burn 0.22 has neither) AdamW's epsilon rounds to 0 and the weights turn NaN after one step; use bf16 or f32"
+        );
+    }
     let cfg = TrainConfig {
         local_window: args.local_window,
         chunk_sizes: args.chunk_sizes.clone(),

@@ -453,6 +453,11 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
     );
     #[rustfmt::skip]
     fails(&["bench", "--model", &tiny(), "--repeat", "0"], "repeat");
+    #[rustfmt::skip]
+    fails(
+        &["train", "--model", &tiny(), "--dtype", "f16", "--data", &tiny(), "--out", &d("run")],
+        "f16 cannot train",
+    );
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
         .filter_map(|e| e.ok())

@@ -22,6 +22,15 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The loss or the gradient became NaN or infinite: the run stopped before the update
+    /// (the last checkpoint, if any, is kept).
+    #[error("training diverged at step {step}: {what} is not finite")]
+    Diverged {
+        /// The step whose loss or gradient was not finite (1-based).
+        step: usize,
+        /// "the loss" or "the gradient norm".
+        what: &'static str,
+    },
     /// A checkpoint is missing, corrupt or does not match the run.
     #[error("checkpoint {}: {msg}", path.display())]
     Checkpoint {

@@ -318,6 +318,16 @@ pub fn train(
         } else {
             f64::from(Tensor::cat(sq, 0).sum().into_scalar::<f32>()).sqrt()
         };
+        // A NaN would otherwise flow into the weights and the checkpoint.
+        let bad_loss = losses.iter().any(|(_, l): &(_, f64)| !l.is_finite());
+        if bad_loss || !norm.is_finite() {
+            let what = if bad_loss {
+                "the loss"
+            } else {
+                "the gradient norm"
+            };
+            return Err(Error::Diverged { step: t + 1, what });
+        }
         let factor = if cfg.clip > 0.0 && norm > f64::from(cfg.clip) {
             f64::from(cfg.clip) / (norm + 1e-6)
         } else {

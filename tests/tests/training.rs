@@ -328,3 +328,32 @@ fn low_rank_updates_train_save_load_and_merge() {
     assert!((a - c).abs() < 1e-5, "{a} vs merged {c}");
     assert!(a != base, "the updates changed the model");
 }
+
+/// A run whose loss turns NaN stops with an error at that step, before the update, and
+/// writes no checkpoint for it.
+#[test]
+fn a_diverging_run_stops_before_nan_reaches_the_weights() {
+    let cfg = TrainConfig {
+        lr: 1e38,
+        clip: 0.0,
+        eval_every: 0,
+        ..config(3)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir(dir.path().into());
+    let err = train(
+        tiny(),
+        &cfg,
+        &data(),
+        &run,
+        &RunOptions::default(),
+        None,
+        |_| {},
+    )
+    .expect_err("an update of 1e38 must diverge");
+    assert!(
+        matches!(err, focus_train::Error::Diverged { step: 2, .. }),
+        "{err}"
+    );
+    assert!(!run.checkpoint().exists(), "no checkpoint after step 1");
+}
