@@ -23,7 +23,7 @@ pub struct ModelArgs {
     /// this binary are available.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Float type of the computation: f32, f16, bf16 (half types on GPUs).
+    /// Float type of the computation: f32, f16, bf16 (their accuracy: docs/backends.md).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
 }
