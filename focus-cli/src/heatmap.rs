@@ -54,7 +54,7 @@ fn png_tmp(path: &Path) -> Result<tempfile::NamedTempFile> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    tempfile::Builder::new()
+    crate::common::temp_file()
         .suffix(".png")
         .tempfile_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))

@@ -184,6 +184,16 @@ fn passkey_and_niah_write_table_json_and_heatmap() {
     assert!(table.contains("| full | 480 |"), "{table}");
     let png_bytes = std::fs::read(&png).expect("heatmap");
     assert_eq!(&png_bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // Outputs get the permissions of any new file (a bare temporary file is owner-only).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").expect("w");
+        assert_eq!(mode(&js) & 0o777, mode(&plain) & 0o777, "json");
+        assert_eq!(mode(&png) & 0o777, mode(&plain) & 0o777, "png");
+    }
     let v = json(&std::fs::read_to_string(&js).expect("json"));
     // 2 lengths x 2 depths x 2 trials x 3 modes.
     assert_eq!(v["trials"].as_array().expect("trials").len(), 24);

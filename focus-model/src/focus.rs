@@ -276,8 +276,31 @@ impl LlamaForCausalLM {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
+        usual_permissions(&tmp);
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
+}
+
+/// Gives a file the permissions a newly created file gets (`0o666` less the umask, read from
+/// `/proc/self/status`): burn-store writes its files readable by the owner only. Where the
+/// umask cannot be read, the file keeps those narrower permissions.
+fn usual_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line.split_whitespace().nth(1)?, 8).ok()
+            });
+        if let Some(umask) = umask {
+            let mode = std::fs::Permissions::from_mode(0o666 & !umask);
+            let _ = std::fs::set_permissions(path, mode);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 fn batch_ids(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {

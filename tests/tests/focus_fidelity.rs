@@ -160,6 +160,15 @@ fn candidate_weights_round_trip_and_bad_files_are_errors() {
             assert_eq!(values(x.weight.val()), values(y.weight.val()));
         }
     }
+    // Saved with the permissions of any new file (burn-store alone writes owner-only files).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").unwrap();
+        assert_eq!(mode(&path) & 0o777, mode(&plain) & 0o777);
+    }
     // The saved file uses the reference layout: [out, in] under the reference keys.
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
