@@ -64,7 +64,7 @@ run)
   # 1. The tiny-model parity tests on the GPU: plain decoder and FocusLLM against the
   #    references (f32), and f16/bf16 against their bounds (skipped where unsupported).
   echo "== tests" >&2
-  CARGO_MANIFEST_DIR="$PWD/tests" FOCUS_TEST_DEVICE="$device" timeout 100 "$dist/integration" \
+  CARGO_MANIFEST_DIR="$PWD/tests" FOCUS_TEST_DEVICE="$device" timeout 90 "$dist/integration" \
       parity_tiny focus_fidelity precision --test-threads 1 > "$out/tests.txt" 2>&1 ||
     echo "tests failed or timed out ($?)" >> "$out/failures.txt"
 
@@ -77,15 +77,18 @@ run)
         > "$out/$name.md" 2> "$out/$name.err" || echo "$name failed or timed out ($?)" >> "$out/failures.txt"
   }
   w=(--local-window 2048 --chunk 2048)
-  bench smollm2-f32 140 --random smollm2-135m "${w[@]}" --prefill 2k,8k,32k --decode 8k \
-      --decode-tokens 8 --modes full,focus --batches 1,16 --full-max 32k
-  bench smollm2-f32-128k 60 --random smollm2-135m "${w[@]}" --prefill 128k --decode none \
+  # Batched against chunk by chunk first: the comparison the memory design rests on.
+  bench smollm2-batching 80 --random smollm2-135m "${w[@]}" --prefill 8k,32k --decode none \
+      --modes focus --batches 1,16
+  bench smollm2-f32 110 --random smollm2-135m "${w[@]}" --prefill 2k,8k,32k --decode 8k \
+      --decode-tokens 4 --modes full,focus --full-max 32k
+  bench smollm2-f32-128k 50 --random smollm2-135m "${w[@]}" --prefill 128k --decode none \
       --modes focus --batches 64
-  bench llama1b-f32 70 --random llama-1b "${w[@]}" --prefill 8k,32k --decode none \
+  bench llama1b-f32 60 --random llama-1b "${w[@]}" --prefill 8k,32k --decode none \
       --modes full,focus --full-max 32k
-  bench smollm2-f16 45 --random smollm2-135m --dtype f16 "${w[@]}" --prefill 8k,32k \
+  bench smollm2-f16 40 --random smollm2-135m --dtype f16 "${w[@]}" --prefill 8k,32k \
       --decode none --modes full,focus --full-max 32k
-  bench smollm2-bf16 20 --random smollm2-135m --dtype bf16 "${w[@]}" --prefill 8k \
+  bench smollm2-bf16 15 --random smollm2-135m --dtype bf16 "${w[@]}" --prefill 8k \
       --decode none --modes full,focus
 
   {
