@@ -218,26 +218,6 @@ impl Bench<'_> {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
-    let (model, device, name) = match &args.random {
-        Some(shape) => {
-            let cfg = match shape.as_str() {
-                "smollm2-135m" => LlamaConfig::smollm2_135m(),
-                "llama-1b" => LlamaConfig::llama_1b(),
-                other => bail!("unknown --random shape {other:?} (smollm2-135m, llama-1b)"),
-            };
-            let mut device = crate::device::parse(&args.model.device)?;
-            crate::device::set_dtype(&mut device, &args.model.dtype)?;
-            (
-                cfg.init(&device).with_candidate_projections(),
-                device,
-                format!("random {shape}"),
-            )
-        }
-        None => {
-            let (loaded, device) = load_model(&args.model, true)?;
-            (loaded.model, device, args.model.model.display().to_string())
-        }
-    };
     let max_pos = usize::MAX / 4;
     let focus = args.focus.config(max_pos)?;
     for m in &args.modes {
@@ -268,6 +248,27 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
+    // Settings are checked above, before a model is loaded.
+    let (model, device, name) = match &args.random {
+        Some(shape) => {
+            let cfg = match shape.as_str() {
+                "smollm2-135m" => LlamaConfig::smollm2_135m(),
+                "llama-1b" => LlamaConfig::llama_1b(),
+                other => bail!("unknown --random shape {other:?} (smollm2-135m, llama-1b)"),
+            };
+            let mut device = crate::device::parse(&args.model.device)?;
+            crate::device::set_dtype(&mut device, &args.model.dtype)?;
+            (
+                cfg.init(&device).with_candidate_projections(),
+                device,
+                format!("random {shape}"),
+            )
+        }
+        None => {
+            let (loaded, device) = load_model(&args.model, true)?;
+            (loaded.model, device, args.model.model.display().to_string())
+        }
+    };
     let bytes_per_value = match args.model.dtype.as_str() {
         "f32" => 4,
         _ => 2,
