@@ -7,17 +7,14 @@ use std::path::Path;
 use burn::module::{Param, ParamId};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::store::{
-    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore,
-};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use focus_core::CondensingModel;
 
 use crate::error::{Error, Result};
 use crate::layers::{LayerKv, LowRank, Rows};
 use crate::model::{KvCache, LlamaForCausalLM, ids_tensor};
 use crate::rope::apply_tables;
-use crate::weights::float_dtype;
+use crate::weights::apply_safetensors;
 
 /// Candidate keys (before RoPE) and values of a batch of chunks, per layer.
 ///
@@ -63,15 +60,14 @@ impl LlamaForCausalLM {
             ));
         }
         self = self.with_candidate_projections();
-        let float = float_dtype(&self.device());
-        let mut store = SafetensorsStore::from_file(path)
-            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(float)))
-            .with_regex(r"\.beacon_[qkvo]_proj\.")
-            .allow_partial(true);
-        let r = self.load_from(&mut store).map_err(|e| Error::Safetensors {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+        let device = self.device();
+        let r = apply_safetensors(
+            &mut self,
+            path,
+            &device,
+            true,
+            Some(r"\.beacon_[qkvo]_proj\."),
+        )?;
         let mut problems: Vec<String> = r.errors.iter().map(|e| format!("{e:?}")).collect();
         let missing: Vec<&str> = r
             .missing
@@ -238,17 +234,9 @@ impl LlamaForCausalLM {
             None => self.load_candidate_projections(path),
             Some(rank) => {
                 let mut model = self.with_low_rank(rank.max(1), 0)?;
-                let float = float_dtype(&model.device());
-                let mut store = SafetensorsStore::from_file(path)
-                    .with_from_adapter(FloatCastAdapter::to(float))
-                    .with_regex(r"\.beacon_[qkvo]_lora\.")
-                    .allow_partial(true);
-                let r = model
-                    .load_from(&mut store)
-                    .map_err(|e| Error::Safetensors {
-                        path: path.to_path_buf(),
-                        msg: e.to_string(),
-                    })?;
+                let device = model.device();
+                let filter = Some(r"\.beacon_[qkvo]_lora\.");
+                let r = apply_safetensors(&mut model, path, &device, false, filter)?;
                 let want = 8 * model.model.layers.len();
                 if !r.errors.is_empty() || !r.unused.is_empty() || r.applied.len() != want {
                     return Err(Error::Weights(format!(

@@ -127,6 +127,32 @@ pub fn float_dtype(device: &Device) -> DType {
     device.settings().float_dtype.into()
 }
 
+/// Applies the tensors of the safetensors file `path` (those whose names match `filter`, when
+/// given) to `model`, cast to the float type of `device`. `pytorch`: the file stores linear
+/// weights as `[out, in]`, as transformers does, and they are transposed on the way in.
+pub(crate) fn apply_safetensors(
+    model: &mut LlamaForCausalLM,
+    path: &Path,
+    device: &Device,
+    pytorch: bool,
+    filter: Option<&str>,
+) -> Result<ApplyResult> {
+    let cast = FloatCastAdapter::to(float_dtype(device));
+    let mut store = SafetensorsStore::from_file(path).allow_partial(true);
+    store = if pytorch {
+        store.with_from_adapter(PyTorchToBurnAdapter.chain(cast))
+    } else {
+        store.with_from_adapter(cast)
+    };
+    if let Some(pattern) = filter {
+        store = store.with_regex(pattern);
+    }
+    model.load_from(&mut store).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
 /// Loads `config.json`, the safetensors weights and `tokenizer.json` of an HF directory.
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
     let cfg_path = dir.join("config.json");
@@ -146,18 +172,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "shard not found"),
             ));
         }
-        let mut store = SafetensorsStore::from_file(&file)
-            .with_from_adapter(
-                PyTorchToBurnAdapter.chain(FloatCastAdapter::to(float_dtype(device))),
-            )
-            .allow_partial(true);
-        let r = model
-            .load_from(&mut store)
-            .map_err(|e| Error::Safetensors {
-                path: file.clone(),
-                msg: e.to_string(),
-            })?;
-        results.push(r);
+        results.push(apply_safetensors(&mut model, &file, device, true, None)?);
     }
     check(&results)?;
     let tokenizer = Tokenizer::from_file(
