@@ -2,9 +2,7 @@
 //! fetched by scripts/fetch-assets.sh): the README's passkey demo, and the llama.cpp
 //! perplexity protocol against llama.cpp itself.
 
-mod common;
-
-use common::{fixture, json, ok, root};
+use crate::common::{fixture, json, ok, root};
 
 /// The README's demo on the default model (with the trained candidate weights of
 /// `assets/`): with full attention SmolLM2 finds the key

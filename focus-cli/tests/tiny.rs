@@ -1,9 +1,7 @@
 //! End-to-end tests of the `focus` binary: every subcommand on the tiny fixture model,
 //! and bad inputs (one line on stderr, exit code 2, no output file).
 
-mod common;
-
-use common::{fails, fixture, focus, json, ok, tiny};
+use crate::common::{fails, fixture, focus, json, ok, tiny};
 use serde_json::Value;
 
 #[test]
