@@ -219,7 +219,7 @@ impl Bench<'_> {
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
     let max_pos = usize::MAX / 4;
-    let focus = args.focus.config(max_pos)?;
+    let mut focus = args.focus.shape(max_pos)?;
     for m in &args.modes {
         if m != "full" && m != "focus" {
             bail!("unknown mode {m:?} (full, focus)");
@@ -269,6 +269,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             (loaded.model, device, args.model.model.display().to_string())
         }
     };
+    focus.separator = crate::common::separator(&args.focus.separator, model.config())?;
     let bytes_per_value = match args.model.dtype.as_str() {
         "f32" => 4,
         _ => 2,

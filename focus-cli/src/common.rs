@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use focus_core::FocusConfig;
-use focus_model::{Loaded, load};
+use focus_model::{LlamaConfig, Loaded, load};
 
 /// Model and device options.
 #[derive(clap::Args, Debug, Clone)]
@@ -44,17 +44,53 @@ pub struct FocusArgs {
     /// Cap on the dynamic prompt length (512 in the paper).
     #[arg(long, default_value_t = 512)]
     pub prompt_cap: usize,
+    /// The token between each chunk and its dynamic prompt: `bos` (the reference's
+    /// choice), `eos` (the model's first end-of-sequence token) or a token id.
+    #[arg(long, default_value = "bos")]
+    pub separator: String,
+}
+
+/// Resolves a separator name (`bos`, `eos` or a token id) for `model`; `None` is BOS.
+pub fn separator(name: &str, model: &LlamaConfig) -> Result<Option<u32>> {
+    match name.trim() {
+        "bos" => Ok(None),
+        "eos" => match model.eos_token_ids.first() {
+            Some(&id) => Ok(Some(id)),
+            None => bail!("--separator eos: the model names no end-of-sequence token"),
+        },
+        other => match other.parse::<u32>() {
+            Ok(id) if (id as usize) < model.vocab_size => Ok(Some(id)),
+            Ok(id) => bail!(
+                "--separator {id} is outside the vocabulary ({} tokens)",
+                model.vocab_size
+            ),
+            Err(_) => bail!("--separator {other:?} is not bos, eos or a token id"),
+        },
+    }
 }
 
 impl FocusArgs {
-    /// Checked settings for a model with context `max_pos`.
-    pub fn config(&self, max_pos: usize) -> Result<FocusConfig> {
+    /// Checked settings for `model`.
+    pub fn config(&self, model: &LlamaConfig) -> Result<FocusConfig> {
+        let mut cfg = self.shape(model.max_position_embeddings)?;
+        cfg.separator = separator(&self.separator, model)?;
+        Ok(cfg)
+    }
+
+    /// The settings checked against a context of `max_pos` positions, before a model is
+    /// loaded (the separator is only checked for its form and left at BOS).
+    pub fn shape(&self, max_pos: usize) -> Result<FocusConfig> {
+        let s = self.separator.trim();
+        if !(s == "bos" || s == "eos" || s.parse::<u32>().is_ok()) {
+            bail!("--separator {s:?} is not bos, eos or a token id");
+        }
         let local_window = self.local_window.unwrap_or(2048.min(max_pos / 4).max(1));
         let cfg = FocusConfig {
             local_window,
             chunk_len: self.chunk.unwrap_or(local_window),
             prompt_cap: self.prompt_cap,
             max_batch: self.batch,
+            separator: None,
         };
         cfg.validate()?;
         if cfg.local_window > max_pos {

@@ -95,7 +95,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             ..FocusConfig::default()
         }
     } else {
-        args.focus.config(cfg.max_position_embeddings)?
+        args.focus.config(cfg)?
     };
     crate::common::check_memory(
         &args.model,

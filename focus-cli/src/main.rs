@@ -9,6 +9,7 @@ mod heatmap;
 mod inspect;
 mod passkey;
 mod ppl;
+mod probe;
 mod train;
 
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ enum Command {
     Passkey(passkey::Args),
     /// Needle in a haystack of real text (essays by default), same grid and outputs.
     Niah(passkey::NiahArgs),
+    /// Where retrieval breaks: a passkey in one of C memory chunks, read by that chunk's
+    /// own pass, by FocusLLM and by the truncated window.
+    Probe(probe::Args),
     /// Train the candidate projections on text files (the base model stays frozen).
     Train(train::Args),
     /// Draw the loss curves of a training run (RUN/log.jsonl) to a PNG.
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Ppl(a) => ppl::run(a, cli.quiet),
         Command::Passkey(a) => passkey::run_passkey(a, cli.quiet),
         Command::Niah(a) => passkey::run_niah(a, cli.quiet),
+        Command::Probe(a) => probe::run(a, cli.quiet),
         Command::Train(a) => train::run(a, cli.quiet),
         Command::PlotLog(a) => train::plot(a),
     };

@@ -121,7 +121,7 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
     }
     let (loaded, _device) = load_model(&args.model, true)?;
     let model = &loaded.model;
-    let cfg = args.focus.config(model.config().max_position_embeddings)?;
+    let cfg = args.focus.config(model.config())?;
     let modes = args.eval.modes(&cfg)?;
     let longest = lens.iter().copied().max().unwrap_or(0);
     crate::common::check_memory(&args.model, model.config(), Some(&cfg), longest)?;

@@ -86,7 +86,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let (loaded, _device) = load_model(&args.model, true)?;
     let model = &loaded.model;
-    let cfg = args.focus.config(model.config().max_position_embeddings)?;
+    let cfg = args.focus.config(model.config())?;
     let modes = args.eval.modes(&cfg)?;
     let lens = match args.protocol {
         ProtocolArg::Focus => lengths(&args.length)?,

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use focus_train::data::{pack, read_texts};
-use focus_train::{Data, Objective, Probe, RunDir, RunOptions, Schedule, TrainConfig, train};
+use focus_train::synth::Haystack;
+use focus_train::{
+    Data, Objective, Probe, RetrievalSource, RunDir, RunOptions, Schedule, TrainConfig, train,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::common::{ModelArgs, load_model};
@@ -93,6 +96,47 @@ pub struct Args {
     /// Save a checkpoint every this many steps (0: at the end only).
     #[arg(long, default_value_t = 50)]
     pub save_every: usize,
+    /// The token between each chunk and its dynamic prompt: bos (the reference), eos, or
+    /// a token id.
+    #[arg(long, default_value = "bos")]
+    pub separator: String,
+    /// Supervised tokens after each text span, each predicted as decoding predicts it
+    /// (1 in the reference).
+    #[arg(long, default_value_t = 1)]
+    pub targets: usize,
+    /// Local spans per sequence and objective (they share the sequence's chunk keys).
+    #[arg(long, default_value_t = 1)]
+    pub spans: usize,
+    /// Share of each step's sequences that are retrieval documents: a fact (number, code,
+    /// name, year) hidden in the training text, a question or re-mention at the end, the
+    /// answer supervised (0: text only, as the reference).
+    #[arg(long, default_value_t = 0.0)]
+    pub retrieval: f64,
+    /// Chunks in memory of the retrieval documents, as STEP:MOST pairs (e.g.
+    /// 0:1,100:2,200:4,400:8); from STEP on, each document has 1..=MOST chunks.
+    #[arg(long, value_delimiter = ',', default_value = "0:4")]
+    pub curriculum: Vec<String>,
+    /// Chunk tokens whose frozen keys are kept for the other examples of the same text.
+    #[arg(long, default_value_t = 32768)]
+    pub chunk_cache: usize,
+}
+
+/// Parses `STEP:MOST` pairs.
+fn curriculum(items: &[String]) -> Result<Vec<(usize, usize)>> {
+    items
+        .iter()
+        .map(|s| {
+            let (a, b) = s
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--curriculum {s:?} is not STEP:MOST"))?;
+            let parse = |v: &str| {
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| anyhow::anyhow!("--curriculum {s:?}: {v:?} is not a number"))
+            };
+            Ok((parse(a)?, parse(b)?))
+        })
+        .collect()
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -146,6 +190,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         seed: args.seed,
         eval_every: args.eval_every,
         save_every: args.save_every,
+        separator: None,
+        targets: args.targets,
+        spans: args.spans,
+        retrieval: args.retrieval,
+        curriculum: curriculum(&args.curriculum)?,
     };
     cfg.validate()?;
     if args.min_len <= args.local_window {
@@ -163,6 +212,16 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     };
     let (loaded, _device) = load_model(&args.model, false)?;
     let tok = &loaded.tokenizer;
+    let mut cfg = cfg;
+    cfg.separator = crate::common::separator(&args.separator, loaded.model.config())?;
+    let retrieval = if cfg.retrieval > 0.0 {
+        Some(RetrievalSource {
+            tokenizer: tok.clone(),
+            haystack: Haystack::new(tok, &texts)?,
+        })
+    } else {
+        None
+    };
     let data = Data {
         train: pack(tok, &texts, args.min_len, args.max_len, args.seed)?,
         eval: if held.is_empty() {
@@ -170,6 +229,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         } else {
             pack(tok, &held, args.min_len, args.max_len, args.seed ^ 1)?
         },
+        retrieval,
     };
     let probe_lengths: Vec<usize> = if args.probe_lengths.iter().any(|s| s == "none") {
         Vec::new()
@@ -206,6 +266,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         resume: args.resume,
         stop_after: None,
         eval_sequences: args.eval_sequences,
+        chunk_cache_tokens: args.chunk_cache,
     };
     let dir = RunDir(args.out.clone());
     let trained = train(
@@ -218,10 +279,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         |line| {
             if line.kind == "train" {
                 bar.set_position(line.step as u64);
+                let secs = line.seconds.max(1e-9);
                 bar.set_message(format!(
-                    "loss {:.3} | {:.0} tok/s",
+                    "loss {:.3} | {:.0} tok/s | {:.2} targets/s",
                     line.loss,
-                    line.tokens as f64 / line.seconds.max(1e-9)
+                    line.tokens as f64 / secs,
+                    line.targets.unwrap_or(0) as f64 / secs
                 ));
             } else {
                 bar.println(format!(

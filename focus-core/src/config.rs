@@ -17,6 +17,11 @@ pub struct FocusConfig {
     pub prompt_cap: usize,
     /// How many chunks go through the model in one batched pass (bounds activation memory).
     pub max_batch: usize,
+    /// The token between a chunk and its dynamic prompt. `None` is the BOS given to the
+    /// plan, as in the reference (which hard-codes Llama-2's BOS, id 1); a model whose BOS
+    /// is not a document start may do better with another (e.g. its end-of-text token).
+    #[serde(default)]
+    pub separator: Option<u32>,
 }
 
 impl Default for FocusConfig {
@@ -27,6 +32,7 @@ impl Default for FocusConfig {
             chunk_len: 2048,
             prompt_cap: 512,
             max_batch: 16,
+            separator: None,
         }
     }
 }
@@ -75,33 +81,53 @@ pub struct Plan {
     pub chunks: Vec<Range<usize>>,
     /// The local window as a range of the input (the last `min(W, L)` tokens).
     pub local: Range<usize>,
-    /// Dynamic prompt: BOS followed by the last `p` tokens of the input.
+    /// Dynamic prompt: the separator (BOS unless set otherwise) followed by the last `p`
+    /// tokens of the input.
     pub prompt: Vec<u32>,
 }
 
 impl Plan {
-    /// Plans `len` tokens whose last `p` are `tail`.
+    /// Plans an input: the memory is everything before the last `W` tokens.
     ///
     /// Memory is used whenever the input is longer than the local window (the reference
     /// code only does so from 4096 tokens on; see `docs/design.md`).
     pub fn new(ids: &[u32], cfg: &FocusConfig, bos: u32) -> Result<Self> {
+        let memory = ids.len().saturating_sub(cfg.local_window);
+        Self::with_memory(ids, memory, memory..ids.len(), cfg, bos)
+    }
+
+    /// Plans a memory of `ids[..memory_end]` and a local window `local`, with the dynamic
+    /// prompt `p = min(prompt_cap, S, |local|)` taken from the end of `local`. Inference
+    /// puts the memory right before the window ([`new`](Self::new)); training also puts it
+    /// over the whole sequence, the window inside it (the repetition objective, spec §4.2).
+    pub fn with_memory(
+        ids: &[u32],
+        memory_end: usize,
+        local: Range<usize>,
+        cfg: &FocusConfig,
+        bos: u32,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let len = ids.len();
-        if len == 0 {
+        if ids.is_empty() || local.is_empty() {
             return Err(Error::Input("empty input".into()));
         }
-        let memory = len.saturating_sub(cfg.local_window);
-        let chunks = (0..memory)
+        if memory_end > ids.len() || local.end > ids.len() {
+            return Err(Error::Input(format!(
+                "memory ..{memory_end} or window {local:?} outside an input of {} tokens",
+                ids.len()
+            )));
+        }
+        let chunks = (0..memory_end)
             .step_by(cfg.chunk_len)
-            .map(|s| s..(s + cfg.chunk_len).min(memory))
+            .map(|s| s..(s + cfg.chunk_len).min(memory_end))
             .collect();
-        let p = cfg.prompt_len().min(len);
+        let p = cfg.prompt_cap.min(cfg.chunk_len).min(local.len());
         let mut prompt = Vec::with_capacity(p + 1);
-        prompt.push(bos);
-        prompt.extend_from_slice(&ids[len - p..]);
+        prompt.push(cfg.separator.unwrap_or(bos));
+        prompt.extend_from_slice(&ids[local.end - p..local.end]);
         Ok(Self {
             chunks,
-            local: memory..len,
+            local,
             prompt,
         })
     }
@@ -111,7 +137,7 @@ impl Plan {
         self.chunks.len()
     }
 
-    /// The input ids of chunk `j` at prefill: `chunk_j ‖ BOS ‖ last p tokens`.
+    /// The input ids of chunk `j` at prefill: `chunk_j ‖ separator ‖ last p tokens`.
     pub fn chunk_input(&self, ids: &[u32], j: usize) -> Vec<u32> {
         let mut row = Vec::with_capacity(self.chunks[j].len() + self.prompt.len());
         row.extend_from_slice(&ids[self.chunks[j].clone()]);

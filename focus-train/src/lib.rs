@@ -5,6 +5,7 @@
 //! - [`data`]: text files to packed token sequences.
 //! - [`sample`]: where the local span and the memory sit in a sequence (spec §4.2).
 //! - [`step`]: the loss of one example, with the chunk keys computed without autodiff.
+//! - [`synth`]: retrieval-shaped documents (a fact hidden in a haystack, a cue at the end).
 //! - [`trainer`] and [`run`]: settings, schedule, the loop, evaluation, checkpoints.
 
 pub mod data;
@@ -13,8 +14,9 @@ pub mod eval;
 pub mod run;
 pub mod sample;
 pub mod step;
+pub mod synth;
 pub mod trainer;
 
 pub use error::{Error, Result};
-pub use run::{Data, Probe, RunOptions, train};
+pub use run::{Data, Probe, RetrievalSource, RunOptions, train};
 pub use trainer::{Objective, RunDir, Schedule, TrainConfig};

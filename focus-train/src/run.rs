@@ -15,16 +15,73 @@ use crate::error::{Error, Result};
 use crate::eval::Mode;
 use crate::eval::retrieval::{Task, trial};
 use crate::sample::{Example, LossKind};
-use crate::step::example_loss;
+use crate::step::{ChunkKvCache, Work, example_loss_with};
+use crate::synth::{Haystack, Layout, document};
 use crate::trainer::{LogLine, RunDir, State, TrainConfig, set_trainable, step_rng, trainable_ids};
 
-/// Packed sequences for training and held-out evaluation.
+/// Packed sequences for training and held-out evaluation, and what retrieval documents
+/// are made of.
 #[derive(Debug, Clone)]
 pub struct Data {
     /// Training sequences (BOS first).
     pub train: Vec<Vec<u32>>,
     /// Held-out sequences.
     pub eval: Vec<Vec<u32>>,
+    /// Haystacks and tokenizer for retrieval documents (needed when
+    /// [`TrainConfig::retrieval`] is above 0).
+    pub retrieval: Option<RetrievalSource>,
+}
+
+/// What retrieval documents are made of.
+#[derive(Debug, Clone)]
+pub struct RetrievalSource {
+    /// Tokenises the facts and cues.
+    pub tokenizer: Tokenizer,
+    /// The texts that hide them.
+    pub haystack: Haystack,
+}
+
+/// Share of retrieval documents whose fact sits inside the local span (the memory must
+/// then leave the window's own reading intact).
+const LOCAL_FACTS: f64 = 0.15;
+/// Most answer tokens of a retrieval document that are supervised.
+const MAX_ANSWER_TOKENS: usize = 8;
+
+/// The examples of step `t`: `cfg.batch` sequences, each a retrieval document (with
+/// probability `cfg.retrieval`) or a training text with its examples.
+fn step_examples(
+    cfg: &TrainConfig,
+    data: &Data,
+    t: usize,
+) -> Result<Vec<(std::rc::Rc<Vec<u32>>, Example)>> {
+    let mut rng = step_rng(cfg.seed, t);
+    let mut out = Vec::new();
+    for _ in 0..cfg.batch {
+        let chunks = cfg.max_chunks(t);
+        if cfg.retrieval > 0.0 && chunks > 0 && rng.random_bool(cfg.retrieval) {
+            let src = data
+                .retrieval
+                .as_ref()
+                .ok_or_else(|| Error::Input("retrieval documents need haystack texts".into()))?;
+            let layout = Layout {
+                chunks: rng.random_range(1..=chunks),
+                chunk_len: cfg.chunk_sizes[rng.random_range(0..cfg.chunk_sizes.len())],
+                window: cfg.local_window,
+                local_share: LOCAL_FACTS,
+                max_targets: MAX_ANSWER_TOKENS,
+            };
+            let add_bos = src.tokenizer.encode_prompt("")?.first() == Some(&src.tokenizer.bos_id());
+            let (x, ex) = document(&src.tokenizer, &src.haystack, &layout, add_bos, &mut rng)?;
+            out.push((std::rc::Rc::new(x), ex));
+        } else {
+            let seq = &data.train[rng.random_range(0..data.train.len())];
+            let seq = std::rc::Rc::new(seq.clone());
+            for e in cfg.examples(seq.len(), &mut rng) {
+                out.push((seq.clone(), e));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A small passkey probe run at each evaluation.
@@ -47,6 +104,9 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// Held-out sequences per evaluation.
     pub eval_sequences: usize,
+    /// Chunk tokens whose frozen keys are kept for later examples of the same text (0:
+    /// none). Results do not depend on it.
+    pub chunk_cache_tokens: usize,
 }
 
 fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -115,10 +175,6 @@ fn truncate_log(path: &Path, step: usize) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(Error::io(path))
 }
 
-fn tokens_of(ex: &Example) -> usize {
-    ex.memory_end + ex.num_chunks() * ex.prompt_len + ex.len + 1
-}
-
 fn summarize(step: usize, kind: &str, losses: &[(LossKind, f64)]) -> LogLine {
     let mean = |k: Option<LossKind>| {
         let v: Vec<f64> = losses
@@ -134,6 +190,9 @@ fn summarize(step: usize, kind: &str, losses: &[(LossKind, f64)]) -> LogLine {
         loss: mean(None).unwrap_or(f64::NAN),
         continuation: mean(Some(LossKind::Continuation)),
         repetition: mean(Some(LossKind::Repetition)),
+        retrieval: mean(Some(LossKind::Retrieval)),
+        targets: None,
+        split: None,
         lr: None,
         grad_norm: None,
         tokens: 0,
@@ -160,20 +219,33 @@ pub fn evaluate(
     let mut tokens = 0;
     let both = TrainConfig {
         objective: crate::trainer::Objective::Both,
+        spans: 1,
         ..cfg.clone()
     };
+    let mut cache = ChunkKvCache::new(0);
     for seq in data.eval.iter().take(n) {
         for ex in both.examples(seq.len(), &mut rng) {
-            let l: f64 = example_loss(&plain, frozen, seq, &ex)
-                .into_scalar::<f32>()
-                .into();
-            tokens += tokens_of(&ex);
+            let (loss, work) = example_loss_with(
+                &plain,
+                frozen,
+                seq,
+                &ex,
+                cfg.prompt_cap,
+                cfg.separator,
+                &mut cache,
+            );
+            let l: f64 = loss.into_scalar::<f32>().into();
+            tokens += work.tokens_read();
             losses.push((ex.kind, l));
         }
     }
     let mut line = summarize(step, "eval", &losses);
     if let Some(p) = probe {
-        let focus = FocusConfig::new(cfg.local_window, cfg.local_window);
+        let focus = FocusConfig {
+            separator: cfg.separator,
+            prompt_cap: cfg.prompt_cap,
+            ..FocusConfig::new(cfg.local_window, cfg.local_window)
+        };
         let (mut ok, mut total) = (0usize, 0usize);
         for &len in &p.lengths {
             for (i, &depth) in p.depths.iter().enumerate() {
@@ -270,20 +342,10 @@ pub fn train(
         let line = evaluate(&model, &frozen, cfg, data, opts.eval_sequences, probe, 0)?;
         write_line(&line)?;
     }
+    let mut cache = ChunkKvCache::new(opts.chunk_cache_tokens);
     for t in start..cfg.steps {
         let t0 = Instant::now();
-        let mut rng = step_rng(cfg.seed, t);
-        let seqs: Vec<&Vec<u32>> = (0..cfg.batch)
-            .map(|_| &data.train[rng.random_range(0..data.train.len())])
-            .collect();
-        let examples: Vec<(&Vec<u32>, Example)> = seqs
-            .iter()
-            .flat_map(|s| {
-                cfg.examples(s.len(), &mut rng)
-                    .into_iter()
-                    .map(move |e| (*s, e))
-            })
-            .collect();
+        let examples = step_examples(cfg, data, t)?;
         if examples.is_empty() {
             return Err(Error::Input(format!(
                 "the training sequences are shorter than the local window {}",
@@ -293,12 +355,23 @@ pub fn train(
         let scale = 1.0 / examples.len() as f64;
         let mut sum: Vec<Option<Tensor<2>>> = vec![None; ids.len()];
         let mut losses = Vec::new();
-        let mut tokens = 0;
+        let mut work = Work::default();
+        let mut backward = 0.0;
         for (seq, ex) in &examples {
-            let loss = example_loss(&model, &frozen, seq, ex);
+            let (loss, w) = example_loss_with(
+                &model,
+                &frozen,
+                seq,
+                ex,
+                cfg.prompt_cap,
+                cfg.separator,
+                &mut cache,
+            );
             losses.push((ex.kind, loss.clone().into_scalar::<f32>().into()));
-            tokens += tokens_of(ex);
+            work.add(&w);
+            let back = Instant::now();
             let grads = GradientsParams::from_grads(loss.mul_scalar(scale).backward(), &model);
+            backward += back.elapsed().as_secs_f64();
             for (acc, id) in sum.iter_mut().zip(&ids) {
                 if let Some(g) = grads.get::<2>(*id) {
                     *acc = Some(match acc.take() {
@@ -344,7 +417,9 @@ pub fn train(
         let mut line = summarize(t + 1, "train", &losses);
         line.lr = Some(lr);
         line.grad_norm = Some(norm);
-        line.tokens = tokens;
+        line.tokens = work.tokens_read();
+        line.targets = Some(work.targets);
+        line.split = Some([work.frozen_seconds, work.tracked_seconds, backward]);
         line.seconds = t0.elapsed().as_secs_f64();
         write_line(&line)?;
         let last = t + 1 == cfg.steps;

@@ -13,6 +13,9 @@ pub enum LossKind {
     Continuation,
     /// Memory covers the whole sequence; the span and its target lie inside it.
     Repetition,
+    /// A retrieval document (`synth`): the memory before the span holds a fact, the span
+    /// ends with a cue, the targets are the fact's value.
+    Retrieval,
 }
 
 /// One sampled example of a sequence `x` (with BOS at 0).
@@ -28,12 +31,13 @@ pub struct Example {
     pub memory_end: usize,
     /// Chunk length S.
     pub chunk_len: usize,
-    /// Dynamic-prompt length p = min(prompt_cap, S, ℓ).
-    pub prompt_len: usize,
+    /// Supervised tokens after the span, each predicted as decoding predicts it (1 in the
+    /// reference).
+    pub targets: usize,
 }
 
 impl Example {
-    /// The supervised token: the one after the local span.
+    /// The first supervised token: the one after the local span.
     pub fn target(&self, x: &[u32]) -> u32 {
         x[self.start + self.len]
     }
@@ -47,22 +51,26 @@ impl Example {
 /// Samples an example of a sequence of length `n` with local window `w` (spec §4.2):
 /// ℓ ~ U{min(30, w/2), …, w−2}; continuation puts the span in the last full block
 /// of `w` tokens after an offset of at least 1 and the memory before it; repetition
-/// puts it in any block and the memory over everything. `None` when `n < w`.
+/// puts it in any block and the memory over everything. `targets` tokens after the span
+/// are supervised (fewer when the sequence ends sooner). `None` when `n < w` or for
+/// [`LossKind::Retrieval`], which `synth` lays out.
 pub fn sample(
     n: usize,
     w: usize,
     chunk_sizes: &[usize],
-    prompt_cap: usize,
+    targets: usize,
     kind: LossKind,
     rng: &mut StdRng,
 ) -> Option<Example> {
-    if w < 4 || n < w || chunk_sizes.is_empty() {
+    if w < 4 || n < w || chunk_sizes.is_empty() || kind == LossKind::Retrieval {
         return None;
     }
     let blocks = n / w;
     let len = rng.random_range(30.min(w / 2)..=w - 2);
     let (block, offset) = match kind {
-        LossKind::Continuation => (blocks - 1, rng.random_range(1..=w - len - 1)),
+        LossKind::Continuation | LossKind::Retrieval => {
+            (blocks - 1, rng.random_range(1..=w - len - 1))
+        }
         LossKind::Repetition => (
             rng.random_range(0..blocks),
             rng.random_range(0..=w - len - 1),
@@ -70,8 +78,8 @@ pub fn sample(
     };
     let start = block * w + offset;
     let memory_end = match kind {
-        LossKind::Continuation => start,
         LossKind::Repetition => n,
+        _ => start,
     };
     let chunk_len = chunk_sizes[rng.random_range(0..chunk_sizes.len())];
     Some(Example {
@@ -80,7 +88,7 @@ pub fn sample(
         len,
         memory_end,
         chunk_len,
-        prompt_len: prompt_cap.min(chunk_len).min(len),
+        targets: targets.max(1).min(n - start - len),
     })
 }
 
@@ -100,18 +108,18 @@ mod tests {
             } else {
                 LossKind::Repetition
             };
-            let e = sample(n, 256, &[64, 128, 256], 512, kind, &mut rng).expect("example");
-            assert!(e.start + e.len < n, "{e:?} in {n}");
+            let e = sample(n, 256, &[64, 128, 256], 4, kind, &mut rng).expect("example");
+            assert!(e.start + e.len + e.targets <= n, "{e:?} in {n}");
+            assert!((1..=4).contains(&e.targets));
             assert!((30..=254).contains(&e.len));
-            assert_eq!(e.prompt_len, e.len.min(e.chunk_len));
             match kind {
                 LossKind::Continuation => {
                     assert_eq!(e.memory_end, e.start);
                     assert!(e.start >= 1);
                 }
-                LossKind::Repetition => assert_eq!(e.memory_end, n),
+                _ => assert_eq!(e.memory_end, n),
             }
         }
-        assert!(sample(100, 256, &[64], 512, LossKind::Repetition, &mut rng).is_none());
+        assert!(sample(100, 256, &[64], 1, LossKind::Repetition, &mut rng).is_none());
     }
 }

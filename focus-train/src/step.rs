@@ -1,48 +1,95 @@
-//! The training loss of one example (spec §4.3), computed the cheap way (spec §8.2).
+//! The training loss of one example (spec §4.3), computed the cheap way (spec §8.2), for
+//! one or several supervised tokens after the local span.
 //!
-//! The chunk tokens and the `[BOS ‖ prompt]` rows before each candidate depend only on
-//! frozen weights, so their keys and values come from a pass without autodiff. The
-//! graph then holds one candidate row per chunk (through the candidate projections, in
-//! every layer, over those cached keys) and the local pass, whose last row predicts the
-//! token after the local span.
+//! The example is a focus-core [`Plan`]: the same chunks, dynamic prompt and local window
+//! as inference. Target `t` (0-based) is predicted the way decoding step `t` predicts it
+//! (spec §3.2): every chunk has been fed `prompt ‖ y_1..y_t` with the base projections,
+//! except its newest token, which is the candidate (the last prompt token for `t = 0`,
+//! `y_t` after); the local pass reads `[BOS] ‖ span ‖ y_1..y_t` after those candidates.
+//! Candidate `t` never sees `y_{t+1}`, so several targets cost no leakage.
+//!
+//! Everything before the candidate rows depends only on frozen weights: one pass without
+//! autodiff computes those keys and values (chunk tokens, prompt, earlier targets), and the
+//! chunk tokens' part is shared through a [`ChunkKvCache`] by the examples of a document.
+//! The graph holds only the candidate rows (one per chunk and target, through the
+//! candidate projections, in every layer) and the local passes.
+
+use std::collections::HashMap;
 
 use burn::prelude::*;
-use focus_core::CondensingModel;
+use focus_core::{CondensingModel, FocusConfig, Plan};
 use focus_model::model::ids_tensor;
 use focus_model::{Candidates, LayerKv, LlamaForCausalLM, Rows};
 
 use crate::sample::Example;
 
-/// The chunk inputs of `ex` without their candidate token, grouped by length, and the
-/// candidate token (the last token of the local span).
-fn chunk_rows(x: &[u32], ex: &Example, bos: u32) -> (Vec<Vec<Vec<u32>>>, u32) {
-    let end = ex.start + ex.len;
-    let prompt = &x[end - ex.prompt_len..end];
-    let mut groups: Vec<Vec<Vec<u32>>> = Vec::new();
-    for j in 0..ex.num_chunks() {
-        let lo = j * ex.chunk_len;
-        let hi = ((j + 1) * ex.chunk_len).min(ex.memory_end);
-        let mut row = Vec::with_capacity(hi - lo + prompt.len());
-        row.extend_from_slice(&x[lo..hi]);
-        row.push(bos);
-        row.extend_from_slice(&prompt[..prompt.len() - 1]);
-        match groups.last_mut() {
-            Some(g) if g[0].len() == row.len() => g.push(row),
-            _ => groups.push(vec![row]),
-        }
+impl Example {
+    /// The example as a plan over `x`: memory `x[..memory_end]`, local window the span,
+    /// dynamic prompt `p = min(prompt_cap, S, ℓ)` after `separator` (BOS when `None`).
+    pub fn plan(&self, x: &[u32], prompt_cap: usize, separator: Option<u32>, bos: u32) -> Plan {
+        let cfg = FocusConfig {
+            prompt_cap,
+            separator,
+            max_batch: usize::MAX,
+            ..FocusConfig::new(self.len, self.chunk_len)
+        };
+        Plan::with_memory(
+            x,
+            self.memory_end,
+            self.start..self.start + self.len,
+            &cfg,
+            bos,
+        )
+        .expect("sampled examples lie inside their sequence")
     }
-    (groups, prompt[prompt.len() - 1])
 }
 
-/// The local input: BOS and the local span (BOS not doubled when the span starts with it).
-pub fn local_input(x: &[u32], ex: &Example, bos: u32) -> Vec<u32> {
-    let span = &x[ex.start..ex.start + ex.len];
-    let mut v = Vec::with_capacity(span.len() + 1);
-    if span.first() != Some(&bos) {
-        v.push(bos);
+/// Frozen keys and values of chunk tokens, keyed by the tokens, shared by the examples of
+/// one document (a chunk's keys depend only on its own tokens: it starts at position 0
+/// and sees nothing else). Bounded by a number of cached tokens; cleared when full.
+#[derive(Debug, Default)]
+pub struct ChunkKvCache {
+    entries: HashMap<Vec<u32>, Vec<LayerKv>>,
+    tokens: usize,
+    /// Most chunk tokens kept.
+    pub capacity: usize,
+    /// Lookups answered from the cache, and all lookups (chunks).
+    pub hits: usize,
+    pub lookups: usize,
+}
+
+impl ChunkKvCache {
+    /// A cache of at most `capacity` chunk tokens.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
     }
-    v.extend_from_slice(span);
-    v
+
+    /// The keys and values (per layer, `[1, kv_heads, len, head_dim]`) of `chunk`.
+    fn get(&mut self, frozen: &LlamaForCausalLM, chunk: &[u32]) -> Vec<LayerKv> {
+        self.lookups += 1;
+        if let Some(kv) = self.entries.get(chunk) {
+            self.hits += 1;
+            return kv.clone();
+        }
+        let f = frozen.forward(ids_tensor(chunk, &frozen.device()), 0, None, Rows::Plain);
+        let kv: Vec<LayerKv> = f
+            .new_kv
+            .into_iter()
+            .map(|n| LayerKv { k: n.k_rot, v: n.v })
+            .collect();
+        if self.capacity > 0 {
+            if self.tokens + chunk.len() > self.capacity {
+                self.entries.clear();
+                self.tokens = 0;
+            }
+            self.tokens += chunk.len();
+            self.entries.insert(chunk.to_vec(), kv.clone());
+        }
+        kv
+    }
 }
 
 fn flat_ids(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
@@ -50,48 +97,189 @@ fn flat_ids(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
     ids_tensor(&flat, device).reshape([rows.len(), rows[0].len()])
 }
 
-/// Cross-entropy (nats) of the example's target, as a one-element tensor on `model`'s
-/// device (tracked when `model` is on an autodiff device).
+fn cat_layers(per_chunk: Vec<Vec<LayerKv>>) -> Vec<LayerKv> {
+    let layers = per_chunk[0].len();
+    (0..layers)
+        .map(|l| LayerKv {
+            k: Tensor::cat(per_chunk.iter().map(|c| c[l].k.clone()).collect(), 0),
+            v: Tensor::cat(per_chunk.iter().map(|c| c[l].v.clone()).collect(), 0),
+        })
+        .collect()
+}
+
+/// Sizes of the parts of one example's work, in tokens (for the time split and the log).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Work {
+    /// Chunk tokens run through the frozen model (cache misses).
+    pub chunk_tokens: usize,
+    /// Chunk tokens answered by the cache.
+    pub cached_tokens: usize,
+    /// Prompt and earlier-target rows after the chunks (frozen).
+    pub prompt_tokens: usize,
+    /// Candidate rows (tracked).
+    pub candidate_rows: usize,
+    /// Local-pass rows (tracked).
+    pub local_tokens: usize,
+    /// Supervised tokens.
+    pub targets: usize,
+    /// Seconds in the frozen passes (chunk tokens, prompt rows).
+    pub frozen_seconds: f64,
+    /// Seconds in the tracked forward passes (candidate rows, local passes).
+    pub tracked_seconds: f64,
+}
+
+impl Work {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Work) {
+        self.chunk_tokens += other.chunk_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.prompt_tokens += other.prompt_tokens;
+        self.candidate_rows += other.candidate_rows;
+        self.local_tokens += other.local_tokens;
+        self.targets += other.targets;
+        self.frozen_seconds += other.frozen_seconds;
+        self.tracked_seconds += other.tracked_seconds;
+    }
+
+    /// Tokens the model read (chunk tokens counted once, whether cached or not).
+    pub fn tokens_read(&self) -> usize {
+        self.chunk_tokens + self.cached_tokens + self.prompt_tokens + self.local_tokens
+    }
+}
+
+/// Mean cross-entropy (nats) of the example's targets, as a one-element tensor on `model`'s
+/// device (tracked when `model` is on an autodiff device), and the work it took.
 ///
 /// `frozen` is the same decoder without autodiff; only its base weights are used.
+pub fn example_loss_with(
+    model: &LlamaForCausalLM,
+    frozen: &LlamaForCausalLM,
+    x: &[u32],
+    ex: &Example,
+    prompt_cap: usize,
+    separator: Option<u32>,
+    cache: &mut ChunkKvCache,
+) -> (Tensor<1>, Work) {
+    let bos = model.config().bos_token_id;
+    let device = model.device();
+    let track = device.is_autodiff();
+    let plan = ex.plan(x, prompt_cap, separator, bos);
+    let end = ex.start + ex.len;
+    let k = ex.targets.max(1);
+    let ys = &x[end..end + k];
+    let mut work = Work {
+        targets: k,
+        ..Work::default()
+    };
+    // Per target step, the candidates of every chunk group.
+    let mut cands: Vec<Vec<Candidates>> = (0..k).map(|_| Vec::new()).collect();
+    let clock = std::time::Instant::now();
+    let mut frozen_time = std::time::Duration::ZERO;
+    for batch in plan.batches(usize::MAX) {
+        let frozen_start = std::time::Instant::now();
+        let s = plan.chunks[batch.start].len();
+        let mut hits = Vec::with_capacity(batch.len());
+        for j in batch.clone() {
+            let before = cache.hits;
+            hits.push(cache.get(frozen, &x[plan.chunks[j].clone()]));
+            if cache.hits > before {
+                work.cached_tokens += s;
+            } else {
+                work.chunk_tokens += s;
+            }
+        }
+        let chunk_kv = cat_layers(hits);
+        // After the chunk: separator ‖ prompt ‖ y_1..y_{k-1}; row i sits at position s + i.
+        // The last token of that tail is only ever a candidate, so the frozen pass stops
+        // before it.
+        let mut tail = plan.prompt.clone();
+        tail.extend_from_slice(&ys[..k - 1]);
+        let frozen_tail = &tail[..tail.len() - 1];
+        let kv: Vec<LayerKv> = if frozen_tail.is_empty() {
+            chunk_kv
+        } else {
+            let rows = vec![frozen_tail.to_vec(); batch.len()];
+            work.prompt_tokens += frozen_tail.len() * batch.len();
+            let f = frozen.forward(
+                flat_ids(&rows, &frozen.device()),
+                s,
+                Some(&chunk_kv),
+                Rows::Plain,
+            );
+            chunk_kv
+                .into_iter()
+                .zip(f.new_kv)
+                .map(|(mut c, n)| {
+                    c.append(LayerKv { k: n.k_rot, v: n.v });
+                    c
+                })
+                .collect()
+        };
+        frozen_time += frozen_start.elapsed();
+        for (t, step) in cands.iter_mut().enumerate() {
+            // Candidate t is tail[p + t] (p + 1 = prompt rows), at position s + p + t,
+            // after the frozen rows before it.
+            let at = plan.prompt.len() - 1 + t;
+            let past: Vec<LayerKv> = kv
+                .iter()
+                .map(|l| {
+                    let (k, v) = (
+                        l.k.clone().narrow(2, 0, s + at),
+                        l.v.clone().narrow(2, 0, s + at),
+                    );
+                    if track {
+                        LayerKv {
+                            k: k.autodiff(),
+                            v: v.autodiff(),
+                        }
+                    } else {
+                        LayerKv { k, v }
+                    }
+                })
+                .collect();
+            let ids = ids_tensor(&vec![tail[at]; batch.len()], &device).reshape([batch.len(), 1]);
+            work.candidate_rows += batch.len();
+            let f = model.forward(ids, s + at, Some(&past), Rows::LastIsCandidate);
+            step.push(Candidates(
+                f.new_kv
+                    .into_iter()
+                    .map(|kv| (kv.cand_k.expect("candidate rows"), kv.v))
+                    .collect(),
+            ));
+        }
+    }
+    let mut local = plan.local_input(x, bos);
+    let mut losses = Vec::with_capacity(k);
+    for (t, step) in cands.iter().enumerate() {
+        if t > 0 {
+            local.push(ys[t - 1]);
+        }
+        work.local_tokens += local.len();
+        let refs: Vec<&Candidates> = step.iter().collect();
+        let logits = model.local_pass(&refs, &local);
+        let logp = burn::tensor::activation::log_softmax(logits, 1);
+        let target = ids_tensor(&[ys[t]], &device);
+        losses.push(logp.gather(1, target).neg().reshape([1]));
+    }
+    let loss = Tensor::cat(losses, 0).mean();
+    work.frozen_seconds = frozen_time.as_secs_f64();
+    work.tracked_seconds = (clock.elapsed() - frozen_time).as_secs_f64();
+    (loss, work)
+}
+
+/// [`example_loss_with`] with the reference's prompt cap and separator (512, BOS) and no
+/// cache.
 pub fn example_loss(
     model: &LlamaForCausalLM,
     frozen: &LlamaForCausalLM,
     x: &[u32],
     ex: &Example,
 ) -> Tensor<1> {
-    let bos = model.config().bos_token_id;
-    let device = model.device();
-    let track = device.is_autodiff();
-    let (groups, candidate) = chunk_rows(x, ex, bos);
-    let mut cands: Vec<Candidates> = Vec::with_capacity(groups.len());
-    for rows in &groups {
-        let n = rows[0].len();
-        let f = frozen.forward(flat_ids(rows, &frozen.device()), 0, None, Rows::Plain);
-        let past: Vec<LayerKv> = f
-            .new_kv
-            .into_iter()
-            .map(|kv| {
-                let (k, v) = if track {
-                    (kv.k_rot.autodiff(), kv.v.autodiff())
-                } else {
-                    (kv.k_rot, kv.v)
-                };
-                LayerKv { k, v }
-            })
-            .collect();
-        let ids = ids_tensor(&vec![candidate; rows.len()], &device).reshape([rows.len(), 1]);
-        let f = model.forward(ids, n, Some(&past), Rows::LastIsCandidate);
-        cands.push(Candidates(
-            f.new_kv
-                .into_iter()
-                .map(|kv| (kv.cand_k.expect("candidate rows"), kv.v))
-                .collect(),
-        ));
-    }
-    let refs: Vec<&Candidates> = cands.iter().collect();
-    let logits = model.local_pass(&refs, &local_input(x, ex, bos));
-    let logp = burn::tensor::activation::log_softmax(logits, 1);
-    let target = ids_tensor(&[ex.target(x)], &device);
-    logp.gather(1, target).neg().reshape([1])
+    example_loss_with(model, frozen, x, ex, 512, None, &mut ChunkKvCache::new(0)).0
+}
+
+/// The local input of an example: BOS and the local span (BOS not doubled when the span
+/// starts with it).
+pub fn local_input(x: &[u32], ex: &Example, bos: u32) -> Vec<u32> {
+    ex.plan(x, 512, None, bos).local_input(x, bos)
 }

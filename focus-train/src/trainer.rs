@@ -76,6 +76,29 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Save a checkpoint every this many steps (0: only at the end).
     pub save_every: usize,
+    /// The token between a chunk and its dynamic prompt (`None`: BOS, as the reference).
+    #[serde(default)]
+    pub separator: Option<u32>,
+    /// Supervised tokens after each text span, each predicted as decoding predicts it
+    /// (1 in the reference).
+    #[serde(default = "one")]
+    pub targets: usize,
+    /// Local spans per sequence and objective; the spans of a sequence share its chunk
+    /// length, so its chunks' keys are computed once (1 in the reference).
+    #[serde(default = "one")]
+    pub spans: usize,
+    /// Share of a step's sequences that are retrieval documents (`synth`) instead of text
+    /// (0, as the reference: text only).
+    #[serde(default)]
+    pub retrieval: f64,
+    /// Chunks in memory of the retrieval documents: from step `.0` on, up to `.1` (drawn
+    /// uniformly from 1 to it); the last entry whose step has come counts.
+    #[serde(default)]
+    pub curriculum: Vec<(usize, usize)>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -100,6 +123,21 @@ impl TrainConfig {
         if self.rank == Some(0) {
             return bad("rank must be at least 1".into());
         }
+        if self.targets == 0 || self.spans == 0 {
+            return bad("targets and spans must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.retrieval) {
+            return bad(format!(
+                "the retrieval share {} is not between 0 and 1",
+                self.retrieval
+            ));
+        }
+        if self.retrieval > 0.0 && self.curriculum.iter().all(|c| c.0 > 0 || c.1 == 0) {
+            return bad("retrieval documents need a curriculum that starts at step 0 with at least one chunk".into());
+        }
+        if self.curriculum.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return bad("curriculum steps must increase".into());
+        }
         Ok(())
     }
 
@@ -117,7 +155,8 @@ impl TrainConfig {
         }
     }
 
-    /// The examples of one sequence at step `t` (sequence `i` of the step).
+    /// The examples of one text sequence of length `n`: `spans` per objective, all with
+    /// one chunk length drawn for the sequence.
     pub fn examples(&self, n: usize, rng: &mut StdRng) -> Vec<Example> {
         let kinds: Vec<LossKind> = match self.objective {
             Objective::Both => vec![LossKind::Continuation, LossKind::Repetition],
@@ -129,19 +168,23 @@ impl TrainConfig {
                 LossKind::Repetition
             }],
         };
-        kinds
-            .into_iter()
-            .filter_map(|k| {
-                sample(
-                    n,
-                    self.local_window,
-                    &self.chunk_sizes,
-                    self.prompt_cap,
-                    k,
-                    rng,
-                )
-            })
-            .collect()
+        let s = self.chunk_sizes[rng.random_range(0..self.chunk_sizes.len())];
+        let mut out = Vec::new();
+        for k in kinds {
+            for _ in 0..self.spans {
+                out.extend(sample(n, self.local_window, &[s], self.targets, k, rng));
+            }
+        }
+        out
+    }
+
+    /// The most chunks of a retrieval document at step `t` (0 before the curriculum starts).
+    pub fn max_chunks(&self, t: usize) -> usize {
+        self.curriculum
+            .iter()
+            .rev()
+            .find(|c| c.0 <= t)
+            .map_or(0, |c| c.1)
     }
 }
 
@@ -163,14 +206,23 @@ pub struct LogLine {
     pub continuation: Option<f64>,
     /// Mean repetition loss, if any.
     pub repetition: Option<f64>,
+    /// Mean loss on retrieval documents, if any.
+    #[serde(default)]
+    pub retrieval: Option<f64>,
     /// Learning rate used (train lines).
     pub lr: Option<f64>,
     /// Gradient norm before clipping (train lines).
     pub grad_norm: Option<f64>,
     /// Tokens read by the model in this step or evaluation.
     pub tokens: usize,
+    /// Supervised tokens of the step (train lines).
+    #[serde(default)]
+    pub targets: Option<usize>,
     /// Wall time of the step or evaluation, seconds.
     pub seconds: f64,
+    /// Of a train step's time: frozen passes, tracked forward passes, backward passes.
+    #[serde(default)]
+    pub split: Option<[f64; 3]>,
     /// Passkey probe accuracy (eval lines, when run).
     pub passkey: Option<f64>,
 }

@@ -1,8 +1,10 @@
 //! Evaluation protocols shared by the CLI and the training loop: perplexity
 //! ([`ppl`]) and retrieval from long inputs ([`retrieval`]: passkey, needle in a
-//! haystack), each run with FocusLLM memory or a baseline ([`Mode`]).
+//! haystack), each run with FocusLLM memory or a baseline ([`Mode`]); [`probe`] reads a
+//! key chunk's own prediction beside FocusLLM's, to see where retrieval breaks.
 
 pub mod ppl;
+pub mod probe;
 pub mod retrieval;
 
 use burn::prelude::*;
@@ -47,7 +49,7 @@ impl Mode {
     }
 
     /// The settings and the part of `ids` a [`Session`] runs for this mode.
-    fn session_input<'a>(&self, ids: &'a [u32]) -> (FocusConfig, &'a [u32]) {
+    pub(crate) fn session_input<'a>(&self, ids: &'a [u32]) -> (FocusConfig, &'a [u32]) {
         match *self {
             Self::Focus(cfg) => (cfg, ids),
             Self::Truncated(w) => {
@@ -66,7 +68,7 @@ pub fn token_nll(logits: &[f32], target: u32) -> f32 {
     (sum.ln() + f64::from(max) - f64::from(logits[target as usize])) as f32
 }
 
-fn row_vec(logits: Tensor<2>) -> Vec<f32> {
+pub(crate) fn row_vec(logits: Tensor<2>) -> Vec<f32> {
     logits
         .into_data()
         .convert::<f32>()
