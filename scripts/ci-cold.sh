@@ -5,9 +5,13 @@
 #
 #   scripts/ci-cold.sh [WORKDIR]     (default: a new directory under /tmp)
 #
-# Set FOCUS_CI_WARM=1 to run the same clone a second time with the caches it left (the
-# warm figure). The software-GPU packages, once installed by apt, stay installed: on a
-# machine that already has them the software-gpu stage measures only the check.
+# FOCUS_CI_WARM=1 runs the same clone a second time with the caches it left (the warm
+# figure). FOCUS_CI_CARGO_HOME keeps that cargo home (its downloaded crates) instead of an
+# empty one; FOCUS_CI_TARGET names the (empty) target directory; FOCUS_CI_HOME_CACHES=1
+# leaves the Mesa, cubecl and pip caches at their usual places under ~/.cache (which must
+# then be empty for a cold figure), so that the machine's later CI runs start warm. The
+# software-GPU packages, once installed by apt, stay installed: on a machine that already
+# has them the software-gpu stage measures only the check.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-$(mktemp -d /tmp/focus-ci-cold.XXXXXX)}"
@@ -18,15 +22,23 @@ git clone -q "$root" "$work/clone"
 mkdir -p "$work/cargo-home" "$work/cache"
 # Keep the toolchain (rustup's proxies and binaries), drop the registry and git caches.
 [ -d "$HOME/.cargo/bin" ] && ln -s "$HOME/.cargo/bin" "$work/cargo-home/bin"
+cargo_home="${FOCUS_CI_CARGO_HOME:-$work/cargo-home}"
+target="${FOCUS_CI_TARGET:-$work/target}"
+if [ -d "$target" ] && [ -n "$(ls -A "$target")" ]; then
+  echo "ci-cold: target directory $target is not empty" >&2
+  exit 2
+fi
 
 run() { # label
   local label="$1" t0 rc=0
   t0=$(date +%s)
   (
     cd "$work/clone"
-    export CARGO_HOME="$work/cargo-home" CARGO_TARGET_DIR="$work/target" \
-      XDG_CACHE_HOME="$work/cache" PIP_CACHE_DIR="$work/cache/pip" \
-      MESA_SHADER_CACHE_DIR="$work/cache/mesa"
+    export CARGO_HOME="$cargo_home" CARGO_TARGET_DIR="$target"
+    if [ "${FOCUS_CI_HOME_CACHES:-0}" != 1 ]; then
+      export XDG_CACHE_HOME="$work/cache" PIP_CACHE_DIR="$work/cache/pip" \
+        MESA_SHADER_CACHE_DIR="$work/cache/mesa"
+    fi
     bash .ci/run
   ) > "$work/$label.log" 2>&1 || rc=$?
   {
