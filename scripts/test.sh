@@ -38,8 +38,10 @@ stage test-cpu cpu_tests
 # minimal autotuning (which changes which kernels run, not what they compute). Compiled
 # shaders and autotune results persist outside the clone, so later tests and later runs skip
 # what was compiled once. A cold software driver compiles slowly (docs/ci.md): the pass stops
-# at FOCUS_GPU_STAGE_LIMIT seconds, says which tests it did not reach, and fails only on a
-# failed test (or, with FOCUS_GPU_STRICT=1, also on a test not reached).
+# at FOCUS_GPU_STAGE_LIMIT seconds, or earlier when CI's own deadline comes
+# (FOCUS_CI_DEADLINE seconds after CI started, so that a slow build elsewhere cannot push the
+# whole run past its budget), says which tests it did not reach, and fails only on a failed
+# test (or, with FOCUS_GPU_STRICT=1, also on a test not reached).
 GPU_TESTS=(
   parity_tiny::logits_match
   focus_fidelity::logits_and_greedy_tokens_match_the_reference
@@ -54,10 +56,12 @@ GPU_TESTS=(
   precision::f16_logits_and_greedy_tokens
   precision::bf16_logits_and_greedy_tokens
 )
-gpu_limit="${FOCUS_GPU_STAGE_LIMIT:-720}"
 gpu_tests() {
   local backend="$1" t0=$SECONDS passed=0 failed=0 rc name left
   local -a missed=()
+  local gpu_limit="${FOCUS_GPU_STAGE_LIMIT:-720}"
+  local until_deadline=$(( ${FOCUS_CI_DEADLINE:-2940} - ($(date +%s) - FOCUS_CI_T0) ))
+  [ "$until_deadline" -lt "$gpu_limit" ] && gpu_limit=$(( until_deadline > 0 ? until_deadline : 0 ))
   for name in "${GPU_TESTS[@]}"; do
     left=$((gpu_limit - (SECONDS - t0)))
     if [ "$left" -lt 5 ]; then
@@ -83,7 +87,7 @@ gpu_tests() {
   done
   echo "tests on $backend: $passed passed, $failed failed, ${#missed[@]} not reached"
   if [ "${#missed[@]}" -gt 0 ]; then
-    echo "test.sh: the $backend pass reached its limit of $gpu_limit s (FOCUS_GPU_STAGE_LIMIT)" \
+    echo "test.sh: the $backend pass reached its limit of $gpu_limit s (FOCUS_GPU_STAGE_LIMIT, FOCUS_CI_DEADLINE)" \
       "before: ${missed[*]}. A cold software driver compiles each kernel slowly; the shader" \
       "cache keeps what it compiled, so the next run gets further (docs/ci.md)." >&2
   fi

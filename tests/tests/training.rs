@@ -11,6 +11,8 @@ use focus_tests::{Reference, device, fixture, max_abs, max_abs_diff, values};
 use focus_train::sample::{Example, LossKind};
 use focus_train::step::{example_loss, local_input};
 use focus_train::trainer::set_trainable;
+
+use crate::focus_fidelity::tiny_focus;
 use focus_train::trainer::step_rng;
 use focus_train::{Data, Objective, RunDir, RunOptions, Schedule, TrainConfig, train};
 use rand::RngExt;
@@ -92,30 +94,37 @@ fn scalar(t: Tensor<1>) -> f32 {
     t.into_scalar::<f32>()
 }
 
+/// One continuation and two repetition examples of `sequence(200, _)`, one target each (the
+/// examples of `tests/scripts/focus_grad_reference.py` too).
+fn three_examples() -> Vec<Example> {
+    [
+        (LossKind::Continuation, 97, 40, 97, 16),
+        (LossKind::Repetition, 20, 31, 201, 24),
+        (LossKind::Repetition, 0, 45, 201, 64),
+    ]
+    .into_iter()
+    .map(|(kind, start, len, memory_end, chunk_len)| Example {
+        kind,
+        start,
+        len,
+        memory_end,
+        chunk_len,
+        targets: 1,
+    })
+    .collect()
+}
+
 /// The training loss (chunk keys without autodiff, one candidate row per chunk) equals
 /// the same quantity through the inference path (whole chunks with the candidate as
 /// their last row, then the local pass), which the Python reference checks.
 #[test]
 fn cheap_loss_equals_the_inference_path() {
-    let model = tiny()
-        .load_candidate_projections(&fixture("tiny-focus-candidates.safetensors"))
-        .unwrap();
+    let model = tiny_focus();
     let x = sequence(200, 3);
     let bos = model.config().bos_token_id;
     let mut worst = 0f32;
-    for (kind, start, len, memory_end, chunk_len) in [
-        (LossKind::Continuation, 97, 40, 97, 16),
-        (LossKind::Repetition, 20, 31, 201, 24),
-        (LossKind::Repetition, 0, 45, 201, 64),
-    ] {
-        let ex = Example {
-            kind,
-            start,
-            len,
-            memory_end,
-            chunk_len,
-            targets: 1,
-        };
+    for ex in three_examples() {
+        let (start, len, memory_end, chunk_len) = (ex.start, ex.len, ex.memory_end, ex.chunk_len);
         let cheap = scalar(example_loss(&model, &model, &x, &ex));
         let end = start + len;
         let prompt = &x[end - len.min(chunk_len)..end];
@@ -157,9 +166,7 @@ fn cheap_loss_equals_the_inference_path() {
 /// teacher-forced NLL of a FocusLLM session over the same memory, window and targets.
 #[test]
 fn several_targets_equal_the_decoding_steps() {
-    let model = tiny()
-        .load_candidate_projections(&fixture("tiny-focus-candidates.safetensors"))
-        .unwrap();
+    let model = tiny_focus();
     let x = sequence(200, 4);
     let bos = model.config().bos_token_id;
     let mut worst = 0f32;
@@ -259,27 +266,12 @@ fn retrieval_documents_hide_the_fact_where_the_layout_says() {
 #[test]
 fn gradients_equal_autograd_on_the_reference() {
     let r = Reference::open("tiny-focus-grad.safetensors");
-    let frozen = tiny()
-        .load_candidate_projections(&fixture("tiny-focus-candidates.safetensors"))
-        .unwrap()
-        .fix_candidate_param_ids();
+    let frozen = tiny_focus().fix_candidate_param_ids();
     let model = set_trainable(frozen.clone()).train();
     let x = sequence(200, 3);
-    let examples = [
-        (LossKind::Continuation, 97, 40, 97, 16),
-        (LossKind::Repetition, 20, 31, 201, 24),
-        (LossKind::Repetition, 0, 45, 201, 64),
-    ];
     let (mut worst_loss, mut worst_rel) = (0f32, 0f32);
-    for (e, (kind, start, len, memory_end, chunk_len)) in examples.into_iter().enumerate() {
-        let ex = Example {
-            kind,
-            start,
-            len,
-            memory_end,
-            chunk_len,
-            targets: 1,
-        };
+    for (e, ex) in three_examples().into_iter().enumerate() {
+        let kind = ex.kind;
         let loss = example_loss(&model, &frozen, &x, &ex);
         let got = loss.clone().into_scalar::<f32>();
         worst_loss = worst_loss.max((got - r.f32(&format!("loss.{e}"))[0]).abs());
