@@ -1,5 +1,6 @@
 //! Running a training: the loop, evaluation and checkpoints.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -39,6 +40,8 @@ pub struct RetrievalSource {
     pub tokenizer: Tokenizer,
     /// The texts that hide them.
     pub haystack: Haystack,
+    /// Whether documents start with BOS (as the tokenizer's prompts do).
+    pub add_bos: bool,
 }
 
 /// Share of retrieval documents whose fact sits inside the local span (the memory must
@@ -49,11 +52,11 @@ const MAX_ANSWER_TOKENS: usize = 8;
 
 /// The examples of step `t`: `cfg.batch` sequences, each a retrieval document (with
 /// probability `cfg.retrieval`) or a training text with its examples.
-fn step_examples(
+fn step_examples<'d>(
     cfg: &TrainConfig,
-    data: &Data,
+    data: &'d Data,
     t: usize,
-) -> Result<Vec<(std::rc::Rc<Vec<u32>>, Example)>> {
+) -> Result<Vec<(Cow<'d, [u32]>, Example)>> {
     let mut rng = step_rng(cfg.seed, t);
     let mut out = Vec::new();
     for _ in 0..cfg.batch {
@@ -70,14 +73,18 @@ fn step_examples(
                 local_share: LOCAL_FACTS,
                 max_targets: MAX_ANSWER_TOKENS,
             };
-            let add_bos = src.tokenizer.encode_prompt("")?.first() == Some(&src.tokenizer.bos_id());
-            let (x, ex) = document(&src.tokenizer, &src.haystack, &layout, add_bos, &mut rng)?;
-            out.push((std::rc::Rc::new(x), ex));
+            let (x, ex) = document(
+                &src.tokenizer,
+                &src.haystack,
+                &layout,
+                src.add_bos,
+                &mut rng,
+            )?;
+            out.push((Cow::Owned(x), ex));
         } else {
             let seq = &data.train[rng.random_range(0..data.train.len())];
-            let seq = std::rc::Rc::new(seq.clone());
             for e in cfg.examples(seq.len(), &mut rng) {
-                out.push((seq.clone(), e));
+                out.push((Cow::Borrowed(seq.as_slice()), e));
             }
         }
     }
