@@ -119,6 +119,19 @@ pub struct Args {
     /// Chunk tokens whose frozen keys are kept for the other examples of the same text.
     #[arg(long, default_value_t = 32768)]
     pub chunk_cache: usize,
+    /// Longest local span of a training example (default: the local window minus 2, as the
+    /// reference); shorter spans make the local passes and dynamic prompts cheaper.
+    #[arg(long)]
+    pub max_span: Option<usize>,
+    /// Build retrieval documents from this many distinct haystack blocks per chunk length,
+    /// so that every chunk but the fact's comes from the chunk cache (0: any slice).
+    #[arg(long, default_value_t = 0)]
+    pub pool: usize,
+    /// Start from these candidate weights (written by an earlier run: its low-rank factors
+    /// with the same --rank, or full projections without --rank) instead of copies of the
+    /// base projections; the optimizer starts afresh.
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
 }
 
 /// Parses `STEP:MOST` pairs.
@@ -195,6 +208,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         spans: args.spans,
         retrieval: args.retrieval,
         curriculum: curriculum(&args.curriculum)?,
+        max_span: args.max_span,
+        pool: args.pool,
     };
     cfg.validate()?;
     if args.min_len <= args.local_window {
@@ -268,6 +283,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         stop_after: None,
         eval_sequences: args.eval_sequences,
         chunk_cache_tokens: args.chunk_cache,
+        init: args.init.clone(),
     };
     let dir = RunDir(args.out.clone());
     let trained = train(

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -72,6 +72,8 @@ fn step_examples<'d>(
                 window: cfg.local_window,
                 local_share: LOCAL_FACTS,
                 max_targets: MAX_ANSWER_TOKENS,
+                max_span: cfg.span_cap(),
+                pool: cfg.pool,
             };
             let (x, ex) = document(
                 &src.tokenizer,
@@ -114,6 +116,10 @@ pub struct RunOptions {
     /// Chunk tokens whose frozen keys are kept for later examples of the same text (0:
     /// none). Results do not depend on it.
     pub chunk_cache_tokens: usize,
+    /// Candidate weights a new run starts from instead of the copies (a file written by
+    /// an earlier run: low-rank factors of the run's rank, or full projections without
+    /// one); the optimizer starts afresh. Not used when resuming.
+    pub init: Option<PathBuf>,
 }
 
 fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -279,6 +285,12 @@ pub fn evaluate(
     Ok(line)
 }
 
+fn rank_words(rank: Option<usize>) -> String {
+    rank.map_or("full candidate projections".into(), |r| {
+        format!("rank-{r} updates")
+    })
+}
+
 /// Trains the candidate projections of `base` (a model on a plain device) and returns
 /// the trained model (plain device). `on_line` sees every log line as it is written.
 #[allow(clippy::too_many_arguments)]
@@ -325,7 +337,17 @@ pub fn train(
         }
         let _ = std::fs::remove_file(dir.log());
         let mut model = base.with_candidate_projections();
-        if let Some(r) = cfg.rank {
+        if let Some(path) = &opts.init {
+            model = model.load_focus_weights(path)?;
+            if model.low_rank() != cfg.rank {
+                return Err(Error::Input(format!(
+                    "{} holds {}, the run trains {}",
+                    path.display(),
+                    rank_words(model.low_rank()),
+                    rank_words(cfg.rank)
+                )));
+            }
+        } else if let Some(r) = cfg.rank {
             model = model.with_low_rank(r, cfg.seed)?;
         }
         (model.fix_candidate_param_ids(), 0)

@@ -49,7 +49,7 @@ impl Example {
 }
 
 /// Samples an example of a sequence of length `n` with local window `w` (spec §4.2):
-/// ℓ ~ U{min(30, w/2), …, w−2}; continuation puts the span in the last full block
+/// ℓ ~ U{min(30, w/2), …, min(w−2, max_span)}; continuation puts the span in the last full block
 /// of `w` tokens after an offset of at least 1 and the memory before it; repetition
 /// puts it in any block and the memory over everything. `targets` tokens after the span
 /// are supervised (fewer when the sequence ends sooner). `None` when `n < w` or for
@@ -57,6 +57,7 @@ impl Example {
 pub fn sample(
     n: usize,
     w: usize,
+    max_span: usize,
     chunk_sizes: &[usize],
     targets: usize,
     kind: LossKind,
@@ -66,7 +67,8 @@ pub fn sample(
         return None;
     }
     let blocks = n / w;
-    let len = rng.random_range(30.min(w / 2)..=w - 2);
+    let least = 30.min(w / 2);
+    let len = rng.random_range(least..=max_span.clamp(least, w - 2));
     let (block, offset) = match kind {
         LossKind::Continuation | LossKind::Retrieval => {
             (blocks - 1, rng.random_range(1..=w - len - 1))
@@ -108,7 +110,7 @@ mod tests {
             } else {
                 LossKind::Repetition
             };
-            let e = sample(n, 256, &[64, 128, 256], 4, kind, &mut rng).expect("example");
+            let e = sample(n, 256, 254, &[64, 128, 256], 4, kind, &mut rng).expect("example");
             assert!(e.start + e.len + e.targets <= n, "{e:?} in {n}");
             assert!((1..=4).contains(&e.targets));
             assert!((30..=254).contains(&e.len));
@@ -120,6 +122,16 @@ mod tests {
                 _ => assert_eq!(e.memory_end, n),
             }
         }
-        assert!(sample(100, 256, &[64], 1, LossKind::Repetition, &mut rng).is_none());
+        // A span cap bounds ℓ and is reached.
+        let lens: Vec<usize> = (0..500)
+            .map(|_| {
+                sample(900, 256, 64, &[64], 1, LossKind::Repetition, &mut rng)
+                    .unwrap()
+                    .len
+            })
+            .collect();
+        assert!(lens.iter().all(|l| (30..=64).contains(l)));
+        assert!(lens.contains(&30) && lens.contains(&64));
+        assert!(sample(100, 256, 254, &[64], 1, LossKind::Repetition, &mut rng).is_none());
     }
 }

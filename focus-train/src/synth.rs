@@ -243,6 +243,31 @@ impl Stream {
             .find(|&b| self.starts[(first + b) % n])
             .unwrap_or(want)
     }
+
+    /// Block `b` of `pool` evenly spaced blocks of `len` tokens (each from the first
+    /// sentence start at or after its even place, when one is near), and its first index.
+    fn block(&self, pool: usize, b: usize, len: usize) -> (Vec<u32>, usize) {
+        let n = self.ids.len();
+        let even = b * n / pool.max(1);
+        let first = (even + self.snap(even, 0, 64)) % n;
+        ((0..len).map(|i| self.ids[(first + i) % n]).collect(), first)
+    }
+
+    /// `body` with `stmt` inserted at a sentence start near a random place in `lo..=hi`
+    /// (`body` starts at index `first` of the stream).
+    fn insert(
+        &self,
+        body: &mut Vec<u32>,
+        first: usize,
+        stmt: &[u32],
+        lo: usize,
+        hi: usize,
+        rng: &mut StdRng,
+    ) {
+        let want = rng.random_range(lo..=hi);
+        let at = self.snap(first, want, (want + 48).min(hi));
+        body.splice(at..at, stmt.iter().copied());
+    }
 }
 
 impl Haystack {
@@ -276,6 +301,13 @@ pub struct Layout {
     pub local_share: f64,
     /// Most answer tokens supervised.
     pub max_targets: usize,
+    /// Longest local span (at most `window - 2` counts).
+    pub max_span: usize,
+    /// Distinct haystack blocks per chunk length (0: any slice of the texts). With a pool,
+    /// the memory is `chunks` whole chunks, each a pool block, one of them (unless the fact
+    /// is in the span) with the fact inserted and cut back to the chunk length; the other
+    /// chunks recur across documents, so their frozen keys are cached.
+    pub pool: usize,
 }
 
 /// A retrieval document and its example: `[BOS]? ‖ haystack with the fact ‖ cue ‖ answer`,
@@ -300,14 +332,30 @@ pub fn document(
     let answer = tok.encode(&f.answer, false)?;
     let bos = usize::from(add_bos);
     let min_span = (cue.len() + 8).max(30).min(layout.window - 2);
-    let in_local =
-        rng.random_bool(layout.local_share) && layout.window - 2 >= cue.len() + stmt.len() + 16;
+    let cap = layout.max_span.min(layout.window - 2).max(min_span);
+    let in_local = rng.random_bool(layout.local_share) && cap >= cue.len() + stmt.len() + 16;
     let lo = if in_local {
         cue.len() + stmt.len() + 16
     } else {
         min_span
     };
-    let span = rng.random_range(lo.max(min_span)..=layout.window - 2);
+    let span = rng.random_range(lo.max(min_span)..=cap);
+    let stream = if rng.random_bool(0.8) {
+        &hay.text
+    } else {
+        &hay.filler
+    };
+    if layout.pool > 0 {
+        let (mut x, memory) = pooled_memory(tok, stream, layout, &stmt, !in_local, add_bos, rng)?;
+        let own = span - cue.len() - if in_local { stmt.len() } else { 0 };
+        let (mut body, first) = stream.slice(own, rng);
+        if in_local {
+            stream.insert(&mut body, first, &stmt, 0, own, rng);
+        }
+        x.extend_from_slice(&body);
+        x.extend_from_slice(&cue);
+        return Ok(finish(x, memory, span, &answer, layout));
+    }
     let most = layout.chunks * layout.chunk_len;
     let least = ((layout.chunks - 1) * layout.chunk_len + 1).max(stmt.len() + bos + 8);
     if least > most {
@@ -319,33 +367,75 @@ pub fn document(
     }
     let memory = rng.random_range(least..=most);
     let hay_len = memory + span - cue.len() - stmt.len() - bos;
-    let stream = if rng.random_bool(0.8) {
-        &hay.text
-    } else {
-        &hay.filler
-    };
-    let (body, first) = stream.slice(hay_len, rng);
-    // The statement starts at `at` of the body, at a sentence start where one is near:
-    // wholly inside the memory, or between the memory and the cue.
+    let (mut body, first) = stream.slice(hay_len, rng);
+    // The statement starts at a sentence start where one is near: wholly inside the
+    // memory, or between the memory and the cue.
     let (lo, hi) = if in_local {
         (memory - bos, hay_len)
     } else {
         (0, (memory - bos).saturating_sub(stmt.len()))
     };
-    let want = rng.random_range(lo..=hi);
-    let at = stream.snap(first, want, (want + 48).min(hi));
+    stream.insert(&mut body, first, &stmt, lo, hi, rng);
     let mut x = Vec::with_capacity(memory + span + answer.len());
     if add_bos {
         x.push(tok.bos_id());
     }
-    x.extend_from_slice(&body[..at]);
-    x.extend_from_slice(&stmt);
-    x.extend_from_slice(&body[at..]);
+    x.extend_from_slice(&body);
     x.extend_from_slice(&cue);
+    Ok(finish(x, memory, span, &answer, layout))
+}
+
+/// The memory of a pooled document: `layout.chunks` whole chunks, each a random pool
+/// block (after BOS in the first), the fact inserted into one of them when `with_fact`.
+/// Returns the tokens and the memory length.
+fn pooled_memory(
+    tok: &Tokenizer,
+    stream: &Stream,
+    layout: &Layout,
+    stmt: &[u32],
+    with_fact: bool,
+    add_bos: bool,
+    rng: &mut StdRng,
+) -> Result<(Vec<u32>, usize)> {
+    let bos = usize::from(add_bos);
+    if layout.chunk_len < stmt.len() + bos + 8 {
+        return Err(Error::Input(format!(
+            "chunks of {} tokens cannot hold a fact of {}",
+            layout.chunk_len,
+            stmt.len()
+        )));
+    }
+    let memory = layout.chunks * layout.chunk_len;
+    let fact_chunk = rng.random_range(0..layout.chunks);
+    let mut x = Vec::with_capacity(memory + layout.window);
+    for j in 0..layout.chunks {
+        let room = layout.chunk_len - if j == 0 { bos } else { 0 };
+        let (mut block, first) = stream.block(layout.pool, rng.random_range(0..layout.pool), room);
+        if with_fact && j == fact_chunk {
+            stream.insert(&mut block, first, stmt, 0, room - stmt.len(), rng);
+            block.truncate(room);
+        }
+        if j == 0 && add_bos {
+            x.push(tok.bos_id());
+        }
+        x.extend_from_slice(&block);
+    }
+    debug_assert_eq!(x.len(), memory);
+    Ok((x, memory))
+}
+
+/// Appends the answer to `x` (memory ‖ span) and makes the example.
+fn finish(
+    mut x: Vec<u32>,
+    memory: usize,
+    span: usize,
+    answer: &[u32],
+    layout: &Layout,
+) -> (Vec<u32>, Example) {
     debug_assert_eq!(x.len(), memory + span);
     let targets = answer.len().min(layout.max_targets.max(1));
-    x.extend_from_slice(&answer);
-    Ok((
+    x.extend_from_slice(answer);
+    (
         x,
         Example {
             kind: LossKind::Retrieval,
@@ -355,7 +445,7 @@ pub fn document(
             chunk_len: layout.chunk_len,
             targets,
         },
-    ))
+    )
 }
 
 #[cfg(test)]

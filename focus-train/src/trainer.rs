@@ -95,6 +95,15 @@ pub struct TrainConfig {
     /// uniformly from 1 to it); the last entry whose step has come counts.
     #[serde(default)]
     pub curriculum: Vec<(usize, usize)>,
+    /// Longest local span ℓ of a training example (`None`: W − 2, as the reference). The
+    /// local passes and the dynamic prompts, most of a step's work, grow with ℓ.
+    #[serde(default)]
+    pub max_span: Option<usize>,
+    /// Distinct haystack blocks per chunk length that retrieval documents are built from (0:
+    /// any slice of the texts). With a pool, every memory chunk but the one holding the fact
+    /// is one of these blocks, so its frozen keys come from the chunk cache.
+    #[serde(default)]
+    pub pool: usize,
 }
 
 fn one() -> usize {
@@ -138,6 +147,14 @@ impl TrainConfig {
         if self.curriculum.windows(2).any(|w| w[0].0 >= w[1].0) {
             return bad("curriculum steps must increase".into());
         }
+        if let Some(m) = self.max_span
+            && !(30..=self.local_window - 2).contains(&m)
+        {
+            return bad(format!(
+                "the longest span {m} is not between 30 and the local window minus 2 ({})",
+                self.local_window - 2
+            ));
+        }
         Ok(())
     }
 
@@ -172,10 +189,23 @@ impl TrainConfig {
         let mut out = Vec::new();
         for k in kinds {
             for _ in 0..self.spans {
-                out.extend(sample(n, self.local_window, &[s], self.targets, k, rng));
+                out.extend(sample(
+                    n,
+                    self.local_window,
+                    self.span_cap(),
+                    &[s],
+                    self.targets,
+                    k,
+                    rng,
+                ));
             }
         }
         out
+    }
+
+    /// The longest local span of an example.
+    pub fn span_cap(&self) -> usize {
+        self.max_span.unwrap_or(self.local_window - 2)
     }
 
     /// The most chunks of a retrieval document at step `t` (0 before the curriculum starts).

@@ -50,6 +50,8 @@ fn config(steps: usize) -> TrainConfig {
         spans: 1,
         retrieval: 0.0,
         curriculum: Vec::new(),
+        max_span: None,
+        pool: 0,
     }
 }
 
@@ -225,18 +227,24 @@ fn retrieval_documents_hide_the_fact_where_the_layout_says() {
     let hay = Haystack::new(&tok, &[("t".into(), text)]).unwrap();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(11);
     let (mut local, mut memory) = (0, 0);
-    for i in 0..300 {
+    // Pooled documents: chunks without the fact are pool blocks: 4 per stream (text and
+    // filler), each also as a BOS-led variant in the first chunk, so at most 16.
+    let mut blocks = std::collections::HashSet::new();
+    for i in 0..600 {
+        let pool = if i % 2 == 0 { 0 } else { 4 };
         let layout = Layout {
-            chunks: 1 + i % 4,
+            chunks: 1 + (i / 2) % 4,
             chunk_len: 96,
             window: 160,
             local_share: 0.3,
             max_targets: 8,
+            max_span: if i % 3 == 0 { 100 } else { 158 },
+            pool,
         };
         let (x, ex) = document(&tok, &hay, &layout, true, &mut rng).unwrap();
         assert_eq!(x[0], tok.bos_id());
         let end = ex.start + ex.len;
-        assert!(ex.len <= layout.window - 2 && ex.len >= 30, "{ex:?}");
+        assert!(ex.len <= layout.max_span && ex.len >= 30, "{ex:?}");
         assert_eq!(ex.memory_end, ex.start);
         assert_eq!(ex.start.div_ceil(96), layout.chunks, "{ex:?}");
         let answer = tok.decode(&x[end..]).unwrap();
@@ -255,8 +263,21 @@ fn retrieval_documents_hide_the_fact_where_the_layout_says() {
             (0, 1) => local += 1,
             other => panic!("value {digits_or_name:?} stated {other:?} times:\n{mem}\n---\n{span}"),
         }
+        if pool > 0 {
+            assert_eq!(ex.memory_end, layout.chunks * 96, "{ex:?}");
+            for c in x[..ex.memory_end].chunks(96) {
+                if !tok.decode(c).unwrap().contains(digits_or_name) {
+                    blocks.insert(c.to_vec());
+                }
+            }
+        }
     }
-    assert!(local > 30 && memory > 150, "local {local}, memory {memory}");
+    assert!(local > 60 && memory > 300, "local {local}, memory {memory}");
+    assert!(
+        (2..=16).contains(&blocks.len()),
+        "{} distinct fact-free chunks",
+        blocks.len()
+    );
 }
 
 /// The gradients of both objectives with respect to every candidate projection equal
@@ -503,6 +524,81 @@ fn low_rank_updates_train_save_load_and_merge() {
     // Observed: 9.5e-7 between the factored and the merged projections.
     assert!((a - c).abs() < 1e-5, "{a} vs merged {c}");
     assert!(a != base, "the updates changed the model");
+}
+
+/// A run started with `init` from a file begins where the run that wrote it ended: its
+/// step-0 held-out loss is the earlier run's final one; a file of another rank is refused.
+#[test]
+fn a_run_starts_from_earlier_weights() {
+    let cfg = TrainConfig {
+        rank: Some(2),
+        ..config(2)
+    };
+    let log_losses = |d: &std::path::Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(d.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "eval")
+            .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+            .collect()
+    };
+    let opts = RunOptions {
+        eval_sequences: 1,
+        ..Default::default()
+    };
+    let first = tempfile::tempdir().unwrap();
+    let trained = train(
+        tiny(),
+        &cfg,
+        &data(),
+        &RunDir(first.path().into()),
+        &opts,
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let path = first.path().join("lr.safetensors");
+    trained.save_low_rank(&path).unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let from = RunOptions {
+        init: Some(path.clone()),
+        ..opts.clone()
+    };
+    train(
+        tiny(),
+        &cfg,
+        &data(),
+        &RunDir(second.path().into()),
+        &from,
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let (a, b) = (log_losses(first.path()), log_losses(second.path()));
+    assert_eq!(a.last().unwrap().0, 2);
+    assert_eq!(b[0].0, 0);
+    assert_ne!(a[0].1, a[1].1, "the first run moved the loss");
+    assert_eq!(
+        b[0].1, a[1].1,
+        "the second run starts where the first ended"
+    );
+    let other = TrainConfig {
+        rank: Some(3),
+        ..cfg.clone()
+    };
+    let third = tempfile::tempdir().unwrap();
+    let err = train(
+        tiny(),
+        &other,
+        &data(),
+        &RunDir(third.path().into()),
+        &from,
+        None,
+        |_| {},
+    )
+    .expect_err("rank 2 weights for a rank-3 run");
+    assert!(err.to_string().contains("rank-2"), "{err}");
 }
 
 /// A run whose loss turns NaN stops with an error at that step, before the update, and
