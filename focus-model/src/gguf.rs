@@ -182,6 +182,19 @@ impl<'a> Cursor<'a> {
         }
         Ok(n as usize)
     }
+    /// A count of records that take at least `min_bytes` each: more than the rest of the
+    /// file can hold is corruption, refused before anything is allocated for them.
+    fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
+        let n = self.u64()?;
+        let room = (self.data.len() - self.pos) / min_bytes;
+        if n > room as u64 {
+            return Err(self.err(format!(
+                "{what} {n} cannot fit in the {} bytes left in the file",
+                self.data.len() - self.pos
+            )));
+        }
+        Ok(n as usize)
+    }
     fn string(&mut self) -> Result<String> {
         let n = self.len("string")?;
         let bytes = self.take(n)?;
@@ -201,7 +214,14 @@ impl<'a> Cursor<'a> {
             9 if depth == 0 => {
                 let item_ty = self.u32()?;
                 let n = self.len("array")?;
-                let mut items = Vec::with_capacity(n.min(1 << 20));
+                // No more items than the rest of the file can hold.
+                let least = match item_ty {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    _ => 8,
+                };
+                let mut items = Vec::with_capacity(n.min((self.data.len() - self.pos) / least));
                 for _ in 0..n {
                     items.push(self.value(item_ty, depth + 1)?);
                 }
@@ -233,8 +253,10 @@ impl GgufFile {
         if !(2..=3).contains(&version) {
             return Err(c.err(format!("unsupported GGUF version {version}")));
         }
-        let n_tensors = c.len("tensor count")?;
-        let n_kv = c.len("metadata count")?;
+        // A tensor entry takes at least 32 bytes (name length, one dimension, type, offset),
+        // a metadata entry 13 (key length, type, one byte of value).
+        let n_tensors = c.count("tensor count", 32)?;
+        let n_kv = c.count("metadata count", 13)?;
         let mut metadata = BTreeMap::new();
         for _ in 0..n_kv {
             let key = c.string()?;
@@ -277,7 +299,9 @@ impl GgufFile {
                     "tensor {name}: {numel} elements is not a whole number of blocks"
                 )));
             }
-            let size = numel / per_block * block_bytes;
+            // Checked: a corrupt shape can make the byte size wrap around to a small number.
+            let size = (numel / per_block).checked_mul(block_bytes);
+            let size = size.ok_or_else(|| c.err(format!("tensor {name}: size overflows")))?;
             let start = data_start.checked_add(offset);
             match start.and_then(|s| s.checked_add(size)) {
                 Some(end) if end <= mmap.len() => {}

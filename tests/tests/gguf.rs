@@ -56,7 +56,26 @@ fn malformed_files_are_errors_not_panics() {
     h.extend(5u64.to_le_bytes());
     let truncated = write_tmp(&h);
     let err = GgufFile::open(truncated.path()).unwrap_err();
-    assert!(err.to_string().contains("truncated"), "{err}");
+    assert!(
+        err.to_string().contains("metadata count 5 cannot fit"),
+        "{err}"
+    );
+
+    // Counts far beyond what the file can hold are refused before any allocation.
+    for (tensors, kv, what) in [
+        (1u64 << 40, 0u64, "tensor count"),
+        (0, u64::MAX, "metadata count"),
+    ] {
+        let mut h = b"GGUF".to_vec();
+        h.extend(3u32.to_le_bytes());
+        h.extend(tensors.to_le_bytes());
+        h.extend(kv.to_le_bytes());
+        h.extend([0u8; 64]);
+        let f = write_tmp(&h);
+        let err = GgufFile::open(f.path()).unwrap_err();
+        assert!(err.to_string().contains(&format!("{what} ")), "{err}");
+        assert!(err.to_string().contains("cannot fit"), "{err}");
+    }
 }
 
 #[test]
