@@ -17,6 +17,27 @@ pub fn root() -> PathBuf {
         .join("..")
 }
 
+/// The default model, or `None` when it has not been fetched: the test calling this is then
+/// skipped with a note naming the fetch command (where `FOCUS_REQUIRE_ASSETS` is set, as in
+/// CI, a missing model fails instead).
+pub fn smollm2() -> Option<PathBuf> {
+    let assets = std::env::var("FOCUS_ASSETS").unwrap_or_else(|_| ".assets".into());
+    let model = root().join(assets).join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if model.is_file() {
+        return Some(model);
+    }
+    assert!(
+        std::env::var_os("FOCUS_REQUIRE_ASSETS").is_none(),
+        "{} missing: run scripts/fetch-assets.sh first",
+        model.display()
+    );
+    eprintln!(
+        "skipped: {} missing (run scripts/fetch-assets.sh)",
+        model.display()
+    );
+    None
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }

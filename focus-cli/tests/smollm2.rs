@@ -2,17 +2,14 @@
 //! fetched by scripts/fetch-assets.sh): the README's passkey demo, and the llama.cpp
 //! perplexity protocol against llama.cpp itself.
 
-use crate::common::{fixture, json, ok, root};
+use crate::common::{fixture, json, ok, root, smollm2};
 
 /// The README's demo on the default model (with the trained candidate weights of
 /// `assets/`): with full attention SmolLM2 finds the key
 /// at 1K tokens (observed: the answer " 40073" for seed 0), and every mode reports.
 #[test]
 fn passkey_on_smollm2() {
-    let model = root()
-        .join(std::env::var("FOCUS_ASSETS").unwrap_or_else(|_| ".assets".into()))
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(model.exists(), "run scripts/fetch-assets.sh first");
+    let Some(model) = smollm2() else { return };
     let weights = root().join("assets/smollm2-135m-focus-w256-r8.safetensors");
     let v = json(&ok(&[
         "-q",
@@ -46,10 +43,8 @@ fn passkey_on_smollm2() {
 /// because its quantized matrix products also round the activations to 8 bits.
 #[test]
 fn llama_cpp_protocol_matches_llama_perplexity() {
-    let root = root();
-    let assets = root.join(std::env::var("FOCUS_ASSETS").unwrap_or_else(|_| ".assets".into()));
-    let model = assets.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(model.exists(), "run scripts/fetch-assets.sh first");
+    let Some(model) = smollm2() else { return };
+    let assets = model.parent().expect("assets folder").to_path_buf();
     let reference = json(&std::fs::read_to_string(fixture("llama-cpp-ppl.json")).expect("fixture"));
     let v = json(&ok(&[
         "-q",

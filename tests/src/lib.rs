@@ -46,15 +46,24 @@ pub fn asset(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The default model; panics with the fix if it has not been fetched.
-pub fn smollm2_path() -> PathBuf {
+/// The default model, or `None` when it has not been fetched: the test calling this is then
+/// skipped with a note naming the fetch command. Where `FOCUS_REQUIRE_ASSETS` is set (CI),
+/// a missing model is a failure instead.
+pub fn smollm2_path() -> Option<PathBuf> {
     let p = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
     assert!(
-        p.is_file(),
+        std::env::var_os("FOCUS_REQUIRE_ASSETS").is_none(),
         "{} missing: run scripts/fetch-assets.sh first",
         p.display()
     );
-    p
+    eprintln!(
+        "skipped: {} missing (run scripts/fetch-assets.sh)",
+        p.display()
+    );
+    None
 }
 
 /// A reference file of named tensors written by `tests/scripts/make_fixtures.py`.

@@ -80,7 +80,9 @@ fn malformed_files_are_errors_not_panics() {
 
 #[test]
 fn truncated_real_model_is_an_error() {
-    let path = focus_tests::smollm2_path();
+    let Some(path) = focus_tests::smollm2_path() else {
+        return;
+    };
     let bytes = std::fs::read(&path).unwrap();
     let cut = write_tmp(&bytes[..bytes.len() / 2]);
     let err = GgufFile::open(cut.path()).unwrap_err();
