@@ -80,6 +80,11 @@ pub fn fails(args: &[&str], needle: &str) {
         "focus {args:?}: {:?} does not mention {needle:?}",
         lines[0]
     );
+    assert!(
+        lines[0].matches("(os error").count() <= 1,
+        "focus {args:?}: a cause repeated in {:?}",
+        lines[0]
+    );
 }
 
 pub fn json(s: &str) -> Value {

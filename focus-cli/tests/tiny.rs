@@ -293,6 +293,19 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
         &["generate", "--model", &d("nope.gguf"), "--prompt", "x"],
         "not found",
     );
+    // A missing candidate-weights file: named once, its I/O error once.
+    fails(
+        &[
+            "generate",
+            "--model",
+            &tiny(),
+            "--focus-weights",
+            &d("none.safetensors"),
+            "--prompt",
+            "x",
+        ],
+        "none.safetensors: No such file or directory (os error 2)",
+    );
     std::fs::create_dir(dir.path().join("empty")).expect("dir");
     fails(
         &["generate", "--model", &d("empty"), "--prompt", "x"],
