@@ -4,8 +4,8 @@
 //! - `parity_smollm2`: the real default model (GGUF) against transformers.
 //! - `gguf`: dequantisation against gguf-py, and malformed files.
 //! - `loading`: strict loading errors.
-//! - `mutations`: the GGUF reader against thousands of mutated files (no panic, bounded
-//!   allocation).
+//! - `mutations`: the GGUF reader and the candidate-weights loader against thousands of
+//!   mutated files (no panic; bounded allocation for GGUF).
 //! - `precision`: f16 and bf16 against the f32 references, each in a process of its own.
 //! - `training`: the training loss, step, resume and low-rank updates on the tiny model.
 
