@@ -2,7 +2,8 @@
 //! every supported tensor type, mutated in 10,000 seeded ways (bit flips, truncation at and
 //! around every field, counts, lengths and offsets set to edge values). Each case must open
 //! to an error or to a file whose every tensor dequantises, never panic, and never make an
-//! allocation larger than a bound proportional to the file's size.
+//! allocation larger than a bound proportional to the file's size. The candidate-weights
+//! loader gets the same treatment on full and low-rank files.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
