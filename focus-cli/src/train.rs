@@ -233,7 +233,6 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         Some(RetrievalSource {
             tokenizer: tok.clone(),
             haystack: Haystack::new(tok, &texts)?,
-            add_bos: tok.encode_prompt("")?.first() == Some(&tok.bos_id()),
         })
     } else {
         None

@@ -174,14 +174,6 @@ impl<'a> Cursor<'a> {
     fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn len(&mut self, what: &str) -> Result<usize> {
-        let n = self.u64()?;
-        // Anything longer than the file itself is corruption, not a real length.
-        if n > self.data.len() as u64 {
-            return Err(self.err(format!("{what} length {n} exceeds the file size")));
-        }
-        Ok(n as usize)
-    }
     /// A count of records that take at least `min_bytes` each: more than the rest of the
     /// file can hold is corruption, refused before anything is allocated for them.
     fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
@@ -196,7 +188,7 @@ impl<'a> Cursor<'a> {
         Ok(n as usize)
     }
     fn string(&mut self) -> Result<String> {
-        let n = self.len("string")?;
+        let n = self.count("string length", 1)?;
         let bytes = self.take(n)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| self.err("string is not UTF-8"))
     }
@@ -213,15 +205,15 @@ impl<'a> Cursor<'a> {
             8 => Value::Str(self.string()?),
             9 if depth == 0 => {
                 let item_ty = self.u32()?;
-                let n = self.len("array")?;
-                // No more items than the rest of the file can hold.
+                // Bytes an item takes at least.
                 let least = match item_ty {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
                     4..=6 => 4,
                     _ => 8,
                 };
-                let mut items = Vec::with_capacity(n.min((self.data.len() - self.pos) / least));
+                let n = self.count("array length", least)?;
+                let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(item_ty, depth + 1)?);
                 }

@@ -142,6 +142,11 @@ impl Tokenizer {
         self.encode(text, self.add_bos)
     }
 
+    /// Whether prompts start with BOS ([`Self::encode_prompt`] adds it).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
     /// Text of `ids` (special tokens included).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, false).map_err(tok_err)

@@ -40,8 +40,6 @@ pub struct RetrievalSource {
     pub tokenizer: Tokenizer,
     /// The texts that hide them.
     pub haystack: Haystack,
-    /// Whether documents start with BOS (as the tokenizer's prompts do).
-    pub add_bos: bool,
 }
 
 /// Share of retrieval documents whose fact sits inside the local span (the memory must
@@ -79,7 +77,7 @@ fn step_examples<'d>(
                 &src.tokenizer,
                 &src.haystack,
                 &layout,
-                src.add_bos,
+                src.tokenizer.adds_bos(),
                 &mut rng,
             )?;
             out.push((Cow::Owned(x), ex));
