@@ -218,6 +218,9 @@ impl Bench<'_> {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
+    if let Some(p) = &args.json {
+        crate::common::check_writable(p)?;
+    }
     let max_pos = usize::MAX / 4;
     let mut focus = args.focus.shape(max_pos)?;
     for m in &args.modes {

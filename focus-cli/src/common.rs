@@ -214,13 +214,43 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let mut tmp = temp_file()
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let cannot =
+        |e: std::io::Error| anyhow::anyhow!("cannot write {}: {}", path.display(), plain(e));
+    let mut tmp = temp_file().tempfile_in(dir).map_err(cannot)?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(cannot)?;
+    tmp.persist(path).map_err(|e| cannot(e.error))?;
     Ok(())
+}
+
+/// Checks, before any work, that an output file can be written at `path`: not a folder, in
+/// a folder where a file can be created. (The file itself is written atomically at the end.)
+pub fn check_writable(path: &std::path::Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("cannot write {}: it is a folder", path.display());
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    temp_file()
+        .tempfile_in(dir)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), plain(e)))?;
+    Ok(())
+}
+
+/// The operating system's message for `e`, without the temporary file's name that
+/// `tempfile` adds to it.
+pub fn plain(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    // tempfile wraps the operating system's error in a private type whose message ends with
+    // ` at path "<temporary file>"`.
+    let msg = e.to_string();
+    match msg.split_once(" at path \"") {
+        Some((os, _)) => std::io::Error::new(e.kind(), os.to_string()),
+        None => e,
+    }
 }
 
 /// Logits `[1, vocab]` as a vector.
@@ -249,7 +279,7 @@ pub fn check_memory(
     len: usize,
 ) -> Result<()> {
     let device = if args.device == "auto" {
-        std::env::var("BURN_DEVICE").unwrap_or_else(|_| "cpu".into())
+        crate::device::env().unwrap_or_else(|| "cpu".into())
     } else {
         args.device.clone()
     };

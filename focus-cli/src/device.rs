@@ -22,6 +22,42 @@ pub fn compiled() -> Vec<&'static str> {
     v
 }
 
+/// `BURN_DEVICE` as the user set it (trimmed), read once by [`read_env`].
+static ENV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `BURN_DEVICE` as the user set it, in this program's names.
+pub fn env() -> Option<String> {
+    ENV.get().cloned().or_else(|| {
+        std::env::var("BURN_DEVICE")
+            .ok()
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// `BURN_DEVICE` takes this program's device names (`cpu`, `cuda:1`, `auto`), but burn reads
+/// it too wherever it makes a default device (loading an optimizer's state does), and panics on
+/// names it spells otherwise. Keeps the value for [`parse`], then rewrites the variable to
+/// burn's spelling of the same device.
+pub fn read_env() {
+    let Ok(v) = std::env::var("BURN_DEVICE") else {
+        return;
+    };
+    let v = ENV.get_or_init(|| v.trim().to_string()).as_str();
+    let burn = match v.split_once(':').map_or(v, |(kind, _)| kind) {
+        "" | "auto" => None,
+        "cpu" => Some("flex"),
+        kind if kind != v => Some(kind),
+        _ => return,
+    };
+    // SAFETY: called first thing in `main`, before any other thread exists.
+    unsafe {
+        match burn {
+            Some(name) => std::env::set_var("BURN_DEVICE", name),
+            None => std::env::remove_var("BURN_DEVICE"),
+        }
+    }
+}
+
 /// Parses a device name: `auto` (honours `BURN_DEVICE`), `cpu`, `wgpu`, `vulkan`,
 /// `metal`, `cuda[:N]`, each only when compiled in.
 pub fn parse(name: &str) -> Result<Device> {
@@ -39,8 +75,8 @@ pub fn parse(name: &str) -> Result<Device> {
         "auto" => {
             // BURN_DEVICE takes the same names as --device (burn's own parser panics on
             // a backend that is not compiled in, and its `cpu` is another backend).
-            match std::env::var("BURN_DEVICE") {
-                Ok(v) if !v.trim().is_empty() && v.trim() != "auto" => return parse(v.trim()),
+            match env() {
+                Some(v) if !v.is_empty() && v != "auto" => return parse(&v),
                 _ => return parse(default_name()),
             }
         }

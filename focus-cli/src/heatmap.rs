@@ -57,7 +57,13 @@ fn png_tmp(path: &Path) -> Result<tempfile::NamedTempFile> {
     crate::common::temp_file()
         .suffix(".png")
         .tempfile_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write {}: {}",
+                path.display(),
+                crate::common::plain(e)
+            )
+        })
 }
 
 fn color(v: f64) -> RGBColor {

@@ -15,22 +15,6 @@ pub struct Args {
     pub model: PathBuf,
 }
 
-fn params(cfg: &LlamaConfig) -> u64 {
-    let (d, ff, v) = (
-        cfg.hidden_size as u64,
-        cfg.intermediate_size as u64,
-        cfg.vocab_size as u64,
-    );
-    let (h, hkv, hd) = (
-        cfg.num_attention_heads as u64,
-        cfg.num_key_value_heads as u64,
-        cfg.head_dim as u64,
-    );
-    let layer = d * h * hd * 2 + d * hkv * hd * 2 + 3 * d * ff + 2 * d;
-    let head = if cfg.tie_word_embeddings { 0 } else { v * d };
-    v * d + cfg.num_hidden_layers as u64 * layer + d + head
-}
-
 fn describe(cfg: &LlamaConfig) {
     println!("architecture     llama (decoder-only, RMSNorm, RoPE, GQA, SwiGLU)");
     println!("layers           {}", cfg.num_hidden_layers);
@@ -61,7 +45,7 @@ fn describe(cfg: &LlamaConfig) {
             "separate lm_head"
         }
     );
-    println!("parameters       {}", params(cfg));
+    println!("parameters       {}", cfg.num_params().unwrap_or_default());
     println!(
         "bos / eos        {} / {:?}",
         cfg.bos_token_id, cfg.eos_token_ids

@@ -55,6 +55,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    device::read_env();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -108,6 +108,9 @@ pub fn run_niah(args: NiahArgs, quiet: bool) -> Result<()> {
 
 fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
     let lens = lengths(&args.lengths)?;
+    for p in args.eval.json.iter().chain(&args.heatmap) {
+        crate::common::check_writable(p)?;
+    }
     if args.depths.is_empty() || args.depths.iter().any(|d| !(0.0..=1.0).contains(d)) {
         bail!("--depths must be numbers between 0 and 1");
     }

@@ -79,6 +79,9 @@ struct Report {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
+    if let Some(p) = &args.eval.json {
+        crate::common::check_writable(p)?;
+    }
     let texts = args
         .files
         .iter()

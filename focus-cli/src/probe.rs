@@ -47,6 +47,9 @@ struct Report {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
+    if let Some(p) = &args.json {
+        crate::common::check_writable(p)?;
+    }
     if args.chunks.is_empty() || args.chunks.contains(&0) {
         bail!("--chunks must be positive numbers");
     }

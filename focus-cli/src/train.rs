@@ -219,6 +219,13 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             args.local_window
         );
     }
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} is a file, not a folder", args.out.display());
+    }
+    if args.resume {
+        // A broken checkpoint is reported before the data and the model are read.
+        focus_train::run::check_checkpoint(&RunDir(args.out.clone()))?;
+    }
     let texts = read_texts(&args.data)?;
     let held = if args.eval_data.is_empty() {
         Vec::new()

@@ -80,6 +80,14 @@ pub fn fails(args: &[&str], needle: &str) {
         "focus {args:?}: {:?} does not mention {needle:?}",
         lines[0]
     );
+    // tempfile's wording when it names its temporary file, which is no concern of the user's.
+    assert!(
+        !lines[0].contains("at path \""),
+        "focus {args:?}: a temporary file named in {:?}",
+        lines[0]
+    );
+    // `--nocapture` lists every case and its message (docs/reliability.md's table).
+    eprintln!("case: focus {} => {}", args.join(" "), lines[0]);
     assert!(
         lines[0].matches("(os error").count() <= 1,
         "focus {args:?}: a cause repeated in {:?}",

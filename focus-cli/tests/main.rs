@@ -2,9 +2,12 @@
 //!
 //! - `tiny`: every subcommand on the tiny fixture model, and bad inputs (one line on stderr,
 //!   exit code 2, no output file).
+//! - `bad_input`: broken model directories, settings the model cannot hold, unwritable
+//!   outputs, corrupt checkpoints and interrupted runs.
 //! - `smollm2`: the default model (fetched by scripts/fetch-assets.sh): the README's demo and
 //!   the llama.cpp perplexity protocol.
 
+mod bad_input;
 mod common;
 mod smollm2;
 mod tiny;

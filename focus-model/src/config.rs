@@ -10,6 +10,10 @@ use crate::error::Error;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The longest context a configuration may claim (2^32 positions; the longest real models
+/// have about 10^7).
+pub const MAX_CONTEXT: usize = 1 << 32;
+
 /// `rope_scaling` (transformers 4) or `rope_parameters` (transformers 5) as HF writes it.
 /// Only the `llama3` type changes the frequencies.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -201,9 +205,17 @@ impl HfLlamaConfig {
             num_hidden_layers: self.num_hidden_layers,
             num_attention_heads: heads,
             num_key_value_heads: self.num_key_value_heads.unwrap_or(heads),
-            head_dim: self
-                .head_dim
-                .unwrap_or(self.hidden_size.checked_div(heads).unwrap_or(0)),
+            head_dim: match self.head_dim {
+                Some(d) => d,
+                None if heads > 0 && !self.hidden_size.is_multiple_of(heads) => {
+                    return Err(Error::Config(format!(
+                        "hidden_size {} is not a multiple of num_attention_heads {heads} \
+                         (and no head_dim is given)",
+                        self.hidden_size
+                    )));
+                }
+                None => self.hidden_size.checked_div(heads).unwrap_or(0),
+            },
             max_position_embeddings: self.max_position_embeddings,
             rms_norm_eps: self.rms_norm_eps,
             rope_theta,
@@ -260,6 +272,94 @@ impl LlamaConfig {
                 "head_dim {} must be even and positive",
                 self.head_dim
             ));
+        }
+        let vocab = self.vocab_size;
+        if let Some(id) = std::iter::once(&self.bos_token_id)
+            .chain(&self.eos_token_ids)
+            .find(|&&id| id as usize >= vocab)
+        {
+            return bad(format!(
+                "special token id {id} lies outside the vocabulary of {vocab}"
+            ));
+        }
+        if self.intermediate_size == 0 {
+            return bad("intermediate_size must be positive".into());
+        }
+        if self.max_position_embeddings == 0 || self.max_position_embeddings > MAX_CONTEXT {
+            return bad(format!(
+                "max_position_embeddings {} is outside 1..={MAX_CONTEXT}",
+                self.max_position_embeddings
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return bad(format!(
+                "rope_theta {} must be finite and above 1",
+                self.rope_theta
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return bad(format!(
+                "rms_norm_eps {} must be finite and positive",
+                self.rms_norm_eps
+            ));
+        }
+        if let Some(s) = &self.rope_scaling {
+            let finite = [s.factor, s.low_freq_factor, s.high_freq_factor];
+            if finite.iter().any(|x| !(x.is_finite() && *x > 0.0))
+                || s.high_freq_factor <= s.low_freq_factor
+                || s.original_max_position_embeddings == 0
+            {
+                return bad(format!(
+                    "llama3 rope scaling {s:?}: factors must be positive and finite, \
+                     high_freq_factor above low_freq_factor, the original context positive"
+                ));
+            }
+        }
+        if self.num_params().is_none() {
+            return bad("the parameter count overflows".into());
+        }
+        Ok(())
+    }
+
+    /// The number of parameters, or `None` if it does not fit in a `u64`.
+    pub fn num_params(&self) -> Option<u64> {
+        let n = |x: usize| u64::try_from(x).ok();
+        let (d, ff, v) = (
+            n(self.hidden_size)?,
+            n(self.intermediate_size)?,
+            n(self.vocab_size)?,
+        );
+        let q = n(self.num_attention_heads)?.checked_mul(n(self.head_dim)?)?;
+        let kv = n(self.num_key_value_heads)?.checked_mul(n(self.head_dim)?)?;
+        // q and o, k and v, gate/up/down, two norms.
+        let layer = [
+            d.checked_mul(q)?.checked_mul(2)?,
+            d.checked_mul(kv)?.checked_mul(2)?,
+            d.checked_mul(ff)?.checked_mul(3)?,
+            d.checked_mul(2)?,
+        ]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)?;
+        let embed = v.checked_mul(d)?;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        layer
+            .checked_mul(n(self.num_hidden_layers)?)?
+            .checked_add(embed)?
+            .checked_add(head)?
+            .checked_add(d)
+    }
+
+    /// Checks, before anything is allocated, that weight files of `bytes` bytes in all can
+    /// hold this model: every format stores a parameter in at least two bits (the smallest
+    /// GGUF k-quant), so a configuration claiming more is refused at once.
+    pub fn check_fits(&self, bytes: u64, what: &Path) -> Result<()> {
+        let params = self.num_params().unwrap_or(u64::MAX);
+        if params / 4 > bytes {
+            return Err(Error::Config(format!(
+                "the configuration describes {params} parameters, more than {} ({bytes} \
+                 bytes) can hold",
+                what.display()
+            )));
         }
         Ok(())
     }

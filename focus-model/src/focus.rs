@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::layers::{LayerKv, LowRank, Rows};
 use crate::model::{KvCache, LlamaForCausalLM, ids_tensor};
 use crate::rope::apply_tables;
-use crate::weights::apply_safetensors;
+use crate::weights::{apply_errors, apply_safetensors};
 
 /// Candidate keys (before RoPE) and values of a batch of chunks, per layer.
 ///
@@ -68,7 +68,7 @@ impl LlamaForCausalLM {
             true,
             Some(r"\.beacon_[qkvo]_proj\."),
         )?;
-        let mut problems: Vec<String> = r.errors.iter().map(|e| format!("{e:?}")).collect();
+        let mut problems: Vec<String> = apply_errors(&r.errors).into_iter().collect();
         let missing: Vec<&str> = r
             .missing
             .iter()
@@ -238,12 +238,17 @@ impl LlamaForCausalLM {
                 let filter = Some(r"\.beacon_[qkvo]_lora\.");
                 let r = apply_safetensors(&mut model, path, &device, false, filter)?;
                 let want = 8 * model.model.layers.len();
-                if !r.errors.is_empty() || !r.unused.is_empty() || r.applied.len() != want {
+                if let Some(e) = apply_errors(&r.errors) {
                     return Err(Error::Weights(format!(
-                        "{}: {} of {want} low-rank tensors applied; errors: {:?}; unused: {}",
+                        "{}: {e} (candidate weights for another model?)",
+                        path.display()
+                    )));
+                }
+                if !r.unused.is_empty() || r.applied.len() != want {
+                    return Err(Error::Weights(format!(
+                        "{}: {} of {want} low-rank tensors applied; unused: {}",
                         path.display(),
                         r.applied.len(),
-                        r.errors,
                         r.unused.join(", ")
                     )));
                 }

@@ -326,6 +326,11 @@ impl GgufFile {
         &self.path
     }
 
+    /// The size of the file in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.mmap.len() as u64
+    }
+
     /// A metadata value, or an error naming the missing key.
     pub fn get(&self, key: &str) -> Result<&Value> {
         self.metadata.get(key).ok_or_else(|| Error::Gguf {

@@ -32,8 +32,12 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(Error::Tokenizer(format!("{} not found", path.display())));
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let err = |e: &dyn std::fmt::Display| Error::Tokenizer(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // The JSON syntax is checked first: `tokenizers` panics (instead of returning an
+        // error) on a syntax error inside the `decoder` object.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| err(&e))?;
+        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| err(&e))?;
         Ok(Self {
             inner,
             bos,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    ApplyResult, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    ApplyError, ApplyResult, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
     SafetensorsStore,
 };
 use burn::tensor::{Bytes, DType};
@@ -52,11 +52,8 @@ fn check(results: &[ApplyResult]) -> Result<()> {
         .flat_map(|r| r.applied.iter().map(String::as_str))
         .collect();
     let mut problems = Vec::new();
-    for r in results {
-        for e in &r.errors {
-            problems.push(format!("{e:?}"));
-        }
-    }
+    let errors: Vec<ApplyError> = results.iter().flat_map(|r| r.errors.clone()).collect();
+    problems.extend(apply_errors(&errors));
     let missing: BTreeSet<&str> = results
         .iter()
         .flat_map(|r| r.missing.iter().map(|(p, _)| p.as_str()))
@@ -80,6 +77,32 @@ fn check(results: &[ApplyResult]) -> Result<()> {
     } else {
         Err(Error::Weights(problems.join("; ")))
     }
+}
+
+/// The tensors a file could not give the model, as one sentence: the first in words, then
+/// how many more (a file for another model size mismatches every tensor).
+pub(crate) fn apply_errors(errors: &[ApplyError]) -> Option<String> {
+    let first = match errors.first()? {
+        ApplyError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        } => format!(
+            "tensor {path} has shape {:?} in the file, the model needs {:?}",
+            found.as_slice(),
+            expected.as_slice()
+        ),
+        ApplyError::DTypeMismatch {
+            path,
+            expected,
+            found,
+        } => format!("tensor {path} is {found:?} in the file, the model needs {expected:?}"),
+        other => other.to_string(),
+    };
+    Some(match errors.len() {
+        1 => first,
+        n => format!("{first} (and {} more tensors that do not fit)", n - 1),
+    })
 }
 
 fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
@@ -138,7 +161,11 @@ pub(crate) fn apply_safetensors(
     filter: Option<&str>,
 ) -> Result<ApplyResult> {
     let cast = FloatCastAdapter::to(float_dtype(device));
-    let mut store = SafetensorsStore::from_file(path).allow_partial(true);
+    // Without burn-store's own validation the mismatches come back one by one in the result
+    // (every caller checks them), so the error can say what they have in common.
+    let mut store = SafetensorsStore::from_file(path)
+        .allow_partial(true)
+        .validate(false);
     store = if pytorch {
         store.with_from_adapter(PyTorchToBurnAdapter.chain(cast))
     } else {
@@ -163,15 +190,22 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
         )));
     }
     let cfg = HfLlamaConfig::from_file(&cfg_path)?.resolve()?;
-    let mut model = cfg.init(device);
-    let mut results = Vec::new();
-    for file in safetensors_files(dir)? {
-        if !file.is_file() {
+    let files = safetensors_files(dir)?;
+    let mut bytes = 0u64;
+    for file in &files {
+        let meta = std::fs::metadata(file).map_err(|e| Error::io(file, e))?;
+        if !meta.is_file() {
             return Err(Error::io(
-                &file,
+                file,
                 std::io::Error::new(std::io::ErrorKind::NotFound, "shard not found"),
             ));
         }
+        bytes = bytes.saturating_add(meta.len());
+    }
+    cfg.check_fits(bytes, dir)?;
+    let mut model = cfg.init(device);
+    let mut results = Vec::new();
+    for file in files {
         results.push(apply_safetensors(&mut model, &file, device, true, None)?);
     }
     check(&results)?;
@@ -217,6 +251,12 @@ pub fn gguf_config(g: &GgufFile) -> Result<LlamaConfig> {
         .and_then(|v| v.as_u64())
     {
         Some(d) => d as usize,
+        None if heads > 0 && !hidden.is_multiple_of(heads) => {
+            return Err(Error::Config(format!(
+                "embedding_length {hidden} is not a multiple of head_count {heads} (and no \
+                 rope.dimension_count is given)"
+            )));
+        }
         None => hidden / heads.max(1),
     };
     let cfg = LlamaConfig::new(
@@ -335,6 +375,7 @@ fn gguf_tensor(g: &GgufFile, info: &TensorInfo, cfg: &LlamaConfig) -> Result<Pac
 pub fn load_gguf(path: &Path, device: &Device) -> Result<Loaded> {
     let g = GgufFile::open(path)?;
     let cfg = gguf_config(&g)?;
+    cfg.check_fits(g.file_len(), path)?;
     let mut model = cfg.init(device);
     let tensors = g
         .tensors

@@ -161,6 +161,25 @@ fn save_checkpoint(
     Ok(())
 }
 
+/// Checks, before anything is loaded, that `dir` holds a checkpoint to resume from: its
+/// state reads, its candidate weights are a whole safetensors file, its optimizer state is
+/// there. A run killed between the two renames of [`save_checkpoint`] left only
+/// `checkpoint.old`, which is put back first. Returns the state.
+pub fn check_checkpoint(dir: &RunDir) -> Result<State> {
+    let ckpt = dir.checkpoint();
+    let old = dir.0.join("checkpoint.old");
+    if !ckpt.exists() && old.is_dir() {
+        std::fs::rename(&old, &ckpt).map_err(Error::io(&ckpt))?;
+    }
+    let state = read_state(&ckpt)?;
+    let cands = ckpt.join("candidates.safetensors");
+    let bytes = std::fs::read(&cands).map_err(|e| ckpt_err(&cands, e))?;
+    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(&cands, e))?;
+    let opt = ckpt.join("optimizer.bpk");
+    std::fs::metadata(&opt).map_err(|e| ckpt_err(&opt, e))?;
+    Ok(state)
+}
+
 /// Reads the state of a checkpoint folder.
 pub fn read_state(ckpt: &Path) -> Result<State> {
     let path = ckpt.join("state.json");
@@ -312,7 +331,7 @@ pub fn train(
         .init();
     let (model, start) = if opts.resume {
         let ckpt = dir.checkpoint();
-        let state = read_state(&ckpt)?;
+        let state = check_checkpoint(dir)?;
         if state.config != *cfg {
             return Err(ckpt_err(&ckpt, "was written with other settings"));
         }

@@ -1,16 +1,14 @@
-//! Mutation tests of the GGUF reader: a small file holding every metadata value type and
-//! every supported tensor type, mutated in 10,000 seeded ways (bit flips, truncation at and
-//! around every field, counts, lengths and offsets set to edge values). Each case must open
-//! to an error or to a file whose every tensor dequantises, never panic, and never make an
-//! allocation larger than a bound proportional to the file's size. The candidate-weights
-//! loader gets the same treatment on full and low-rank files.
+//! The GGUF reader on a small file holding every metadata value type and every supported
+//! tensor type, mutated in 10,000 seeded ways (bit flips, truncation at and around every
+//! field, counts, lengths and offsets set to edge values); and the tokenizer built from
+//! GGUF metadata, on a vocabulary-only file mutated the same way.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
+use focus_model::Tokenizer;
 use focus_model::gguf::GgufFile;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::Tally;
 use crate::largest_allocation;
 
 /// The file and where its fields are: `(offset, width)` of every count, length, type,
@@ -200,35 +198,6 @@ fn read_all(path: &std::path::Path) -> Result<usize, String> {
     Ok(g.tensors.len())
 }
 
-/// Outcomes of mutation cases: the cases that panicked, and the counts of errors and of
-/// inputs that loaded.
-#[derive(Default)]
-struct Tally {
-    panics: Vec<u64>,
-    errors: u64,
-    loaded: u64,
-}
-
-impl Tally {
-    /// Runs case `case` (`f`), catching a panic.
-    fn run<T, E>(&mut self, case: u64, f: impl FnOnce() -> Result<T, E>) {
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Err(_) => self.panics.push(case),
-            Ok(Err(_)) => self.errors += 1,
-            Ok(Ok(_)) => self.loaded += 1,
-        }
-    }
-
-    fn assert_no_panic(&self) {
-        assert!(
-            self.panics.is_empty(),
-            "{} cases panicked, first: {:?}",
-            self.panics.len(),
-            &self.panics[..self.panics.len().min(10)]
-        );
-    }
-}
-
 #[test]
 fn gguf_reader_survives_10000_mutations() {
     let base = build();
@@ -303,70 +272,121 @@ fn a_shape_whose_size_wraps_is_an_error() {
     assert!(err.contains("tensor f32: size overflows"), "{err}");
 }
 
-/// The candidate-weights loader (`load_focus_weights`) on mutated files of both formats (the
-/// tiny model's full candidate projections and its rank-2 factors): bit flips, truncations,
-/// and the header length set to edge values. Each case is an error or a loaded model, never
-/// a panic.
-#[test]
-fn candidate_weight_files_survive_mutations() {
-    use focus_model::load;
-    use focus_tests::{device, fixture};
-    let base = load(&fixture("tiny-llama"), &device()).unwrap().model;
-    let dir = tempfile::tempdir().unwrap();
-    let full = dir.path().join("full.safetensors");
-    let factors = dir.path().join("factors.safetensors");
-    base.clone()
-        .with_candidate_projections()
-        .save_candidate_projections(&full)
-        .unwrap();
-    base.clone()
-        .with_low_rank(2, 1)
-        .unwrap()
-        .save_low_rank(&factors)
-        .unwrap();
-    let path = dir.path().join("m.safetensors");
-    let mut tally = Tally::default();
-    const CASES: u64 = 10_000;
-    for case in 0..CASES {
-        let src = if case % 2 == 0 { &full } else { &factors };
-        let mut b = std::fs::read(src).unwrap();
-        let header = 8 + u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-        let mut rng = StdRng::seed_from_u64(case);
-        match case % 6 {
-            // Flips in the JSON header (names, dtypes, shapes, offsets).
-            0 | 1 => {
-                for _ in 0..rng.random_range(1..=4) {
-                    let i = rng.random_range(8..header);
-                    b[i] ^= 1 << rng.random_range(0..8);
-                }
+/// GPT-2's byte-level alphabet: the character that stands for each byte.
+fn byte_chars() -> Vec<char> {
+    let mut next = 256u32;
+    (0u32..256)
+        .map(|b| {
+            let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+            if printable {
+                char::from_u32(b).unwrap()
+            } else {
+                next += 1;
+                char::from_u32(next - 1).unwrap()
             }
-            // Flips anywhere.
-            2 => {
-                let i = rng.random_range(0..b.len());
-                b[i] ^= 1 << rng.random_range(0..8);
-            }
-            // Truncation.
-            3 | 4 => {
-                let at = rng.random_range(0..b.len());
-                b.truncate(at);
-            }
-            // The header length set to an edge value.
-            _ => {
-                let v: u64 = match rng.random_range(0..4) {
-                    0 => 0,
-                    1 => u64::MAX,
-                    2 => b.len() as u64,
-                    _ => rng.random_range(0..b.len() as u64 * 2),
-                };
-                b[..8].copy_from_slice(&v.to_le_bytes());
-            }
+        })
+        .collect()
+}
+
+/// A vocabulary-only GGUF: a byte-level BPE tokenizer (`gpt2` model, `smollm`
+/// pre-tokenizer) with 256 byte tokens, five merges and three control tokens.
+fn build_tokenizer() -> Built {
+    let mut w = Writer {
+        b: b"GGUF".to_vec(),
+        fields: Vec::new(),
+        starts: vec![0],
+    };
+    w.field(&3u32.to_le_bytes());
+    w.field(&0u64.to_le_bytes());
+    w.field(&7u64.to_le_bytes());
+    let string_kv = |w: &mut Writer, key: &str, v: &str| {
+        w.starts.push(w.b.len());
+        w.string(key);
+        w.field(&8u32.to_le_bytes());
+        w.string(v);
+    };
+    let strings_kv = |w: &mut Writer, key: &str, items: &[String]| {
+        w.starts.push(w.b.len());
+        w.string(key);
+        w.field(&9u32.to_le_bytes());
+        w.field(&8u32.to_le_bytes());
+        w.field(&(items.len() as u64).to_le_bytes());
+        for s in items {
+            w.string(s);
         }
-        std::fs::write(&path, &b).unwrap();
-        let m = base.clone();
-        tally.run(case, || m.load_focus_weights(&path));
+    };
+    let mut tokens: Vec<String> = byte_chars().iter().map(char::to_string).collect();
+    let merges = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a"];
+    tokens.extend(merges.iter().map(|m| m.replace(' ', "")));
+    tokens.extend(["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from));
+    string_kv(&mut w, "tokenizer.ggml.model", "gpt2");
+    string_kv(&mut w, "tokenizer.ggml.pre", "smollm");
+    strings_kv(&mut w, "tokenizer.ggml.tokens", &tokens);
+    strings_kv(&mut w, "tokenizer.ggml.merges", &merges.map(String::from));
+    w.starts.push(w.b.len());
+    w.string("tokenizer.ggml.token_type");
+    w.field(&9u32.to_le_bytes());
+    w.field(&5u32.to_le_bytes());
+    w.field(&(tokens.len() as u64).to_le_bytes());
+    for i in 0..tokens.len() {
+        let ty: i32 = if i >= tokens.len() - 3 { 3 } else { 1 };
+        w.b.extend(ty.to_le_bytes());
+    }
+    let specials = tokens.len() as u32 - 3;
+    w.kv(
+        "tokenizer.ggml.bos_token_id",
+        4,
+        &(specials + 1).to_le_bytes(),
+    );
+    w.kv(
+        "tokenizer.ggml.eos_token_id",
+        4,
+        &(specials + 2).to_le_bytes(),
+    );
+    w.starts.push(w.b.len());
+    Built {
+        bytes: w.b,
+        fields: w.fields,
+        starts: w.starts,
+    }
+}
+
+const TEXT: &str = "so the cat in a hat 2048 <|im_end|> naïve ✓";
+
+/// Builds the tokenizer of the GGUF at `path`, encodes [`TEXT`] and decodes it back.
+fn tokenize(path: &std::path::Path) -> Result<(Vec<u32>, String), String> {
+    let g = GgufFile::open(path).map_err(|e| e.to_string())?;
+    let tok = Tokenizer::from_gguf(&g).map_err(|e| e.to_string())?;
+    let ids = tok.encode(TEXT, true).map_err(|e| e.to_string())?;
+    let text = tok.decode(&ids).map_err(|e| e.to_string())?;
+    Ok((ids, text))
+}
+
+#[test]
+fn gguf_tokenizer_survives_10000_mutations() {
+    let base = build_tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.gguf");
+    std::fs::write(&path, &base.bytes).unwrap();
+    let (ids, text) = tokenize(&path).unwrap();
+    // BOS, the merges applied (" the" is one token), digits one by one, the control token
+    // whole, and the text back unchanged after the BOS string.
+    let vocab = 256 + 5;
+    assert_eq!(ids[0], vocab + 1, "{ids:?}");
+    assert!(
+        ids.contains(&(256 + 2)) && ids.contains(&(vocab + 2)),
+        "{ids:?}"
+    );
+    assert_eq!(text, format!("<|im_start|>{TEXT}"));
+    let mut tally = Tally::default();
+    for case in 0..10_000 {
+        std::fs::write(&path, mutate(&base, case)).unwrap();
+        tally.run(case, || tokenize(&path));
     }
     tally.assert_no_panic();
-    let Tally { errors, loaded, .. } = tally;
-    eprintln!("candidate-file mutations: {CASES} cases, {errors} errors, {loaded} loaded");
-    assert!(errors > CASES / 2, "errors {errors}, loaded {loaded}");
+    eprintln!(
+        "gguf tokenizer mutations: 10000 cases, {} errors, {} built and round-tripped",
+        tally.errors, tally.loaded
+    );
+    assert!(tally.errors > 5_000 && tally.loaded > 0);
 }
