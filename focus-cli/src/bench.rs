@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
-use focus_core::{FocusConfig, Session};
+use focus_core::{CondensingModel, FocusConfig, Reading, Sampler, Session};
 use focus_model::{LlamaConfig, LlamaForCausalLM};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -174,44 +174,40 @@ impl Bench<'_> {
         ids
     }
 
-    fn config_for(&self, mode: &str, len: usize, batch: Option<usize>) -> FocusConfig {
+    fn reading(&self, mode: &str, batch: Option<usize>) -> Reading {
         match (mode, batch) {
-            ("full", _) => FocusConfig {
-                local_window: len,
-                ..self.focus
-            },
-            (_, Some(b)) => self.focus.with_max_batch(b),
-            _ => self.focus,
+            ("full", _) => Reading::Full,
+            (_, Some(b)) => Reading::Focus(self.focus.with_max_batch(b)),
+            _ => Reading::Focus(self.focus),
         }
     }
 
     /// Prefill `len` tokens; returns seconds.
     fn prefill(&mut self, mode: &str, len: usize, batch: Option<usize>) -> f64 {
         let ids = self.ids(len);
-        let cfg = self.config_for(mode, len, batch);
+        let reading = self.reading(mode, batch);
         let bos = self.model.config().bos_token_id;
         let t = Instant::now();
         let (_, logits) =
-            Session::prefill(self.model, &cfg, bos, &ids, |_, _| {}).expect("valid settings");
+            Session::read(self.model, reading, bos, &ids, |_, _| {}).expect("valid settings");
         let _ = logits.into_data();
         sync(&self.device);
         t.elapsed().as_secs_f64()
     }
 
-    /// Prefill `len` tokens, then time `n` greedy steps; returns seconds for the steps.
+    /// Prefill `len` tokens, then time `n` greedy steps of the generation loop users run
+    /// (each step's logits row is read back to the host and sampled there); returns seconds
+    /// for the steps.
     fn decode(&mut self, mode: &str, len: usize, batch: Option<usize>, n: usize) -> f64 {
         let ids = self.ids(len);
-        let cfg = self.config_for(mode, len, batch);
+        let reading = self.reading(mode, batch);
         let bos = self.model.config().bos_token_id;
         let (mut s, logits) =
-            Session::prefill(self.model, &cfg, bos, &ids, |_, _| {}).expect("valid settings");
-        let mut next = focus_model::model::argmax(&logits)[0];
-        sync(&self.device);
+            Session::read(self.model, reading, bos, &ids, |_, _| {}).expect("valid settings");
+        let first = self.model.logits_row(logits);
         let t = Instant::now();
-        for _ in 0..n {
-            let logits = s.step(next);
-            next = focus_model::model::argmax(&logits)[0];
-        }
+        // n + 1 tokens: every one but the last is fed back, n steps.
+        s.generate(first, &mut Sampler::Greedy, n + 1, &[], |_| true);
         sync(&self.device);
         t.elapsed().as_secs_f64()
     }

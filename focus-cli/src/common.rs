@@ -253,15 +253,6 @@ pub fn plain(e: std::io::Error) -> std::io::Error {
     }
 }
 
-/// Logits `[1, vocab]` as a vector.
-pub fn row(logits: Tensor<2>) -> Vec<f32> {
-    logits
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("float logits")
-}
-
 /// Bytes available to new allocations on this host (`MemAvailable`, Linux), if known.
 fn host_available_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use focus_core::FocusConfig;
-use focus_train::eval::Mode;
+use focus_core::{FocusConfig, Reading};
 
 /// Which ways of reading the input to compare, and where results go.
 #[derive(clap::Args, Debug, Clone)]
@@ -24,13 +23,13 @@ pub struct EvalArgs {
 
 impl EvalArgs {
     /// The modes, checked, for FocusLLM settings `cfg`.
-    pub fn modes(&self, cfg: &FocusConfig) -> Result<Vec<Mode>> {
+    pub fn modes(&self, cfg: &FocusConfig) -> Result<Vec<Reading>> {
         let mut out = Vec::new();
         for m in &self.modes {
             let mode = match m.trim() {
-                "focus" => Mode::Focus(*cfg),
-                "truncated" => Mode::Truncated(cfg.local_window),
-                "full" => Mode::Full,
+                "focus" => Reading::Focus(*cfg),
+                "truncated" => Reading::Truncated(cfg.local_window),
+                "full" => Reading::Full,
                 other => bail!("unknown mode {other:?} (focus, truncated, full)"),
             };
             if !out.contains(&mode) {

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
-use focus_core::{FocusConfig, Sampler, Session};
+use focus_core::{CondensingModel, Reading, Sampler, Session};
 use serde::Serialize;
 
-use crate::common::{FocusArgs, InputArgs, ModelArgs, load_model, row};
+use crate::common::{FocusArgs, InputArgs, ModelArgs, load_model};
 
 /// Generate a continuation of a prompt.
 #[derive(clap::Args, Debug)]
@@ -89,25 +89,21 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             cfg.max_position_embeddings
         );
     }
-    let focus_cfg = if args.no_focus {
-        FocusConfig {
-            local_window: ids.len(),
-            ..FocusConfig::default()
-        }
+    let reading = if args.no_focus {
+        Reading::Full
     } else {
-        args.focus.config(cfg)?
+        Reading::Focus(args.focus.config(cfg)?)
     };
-    crate::common::check_memory(
-        &args.model,
-        cfg,
-        (!args.no_focus).then_some(&focus_cfg),
-        ids.len() + args.max_new_tokens,
-    )?;
+    let focus_cfg = match &reading {
+        Reading::Focus(c) => Some(c),
+        _ => None,
+    };
+    crate::common::check_memory(&args.model, cfg, focus_cfg, ids.len() + args.max_new_tokens)?;
     let bar = crate::bench::progress_bar(quiet || args.format == Format::Json, "chunks");
     let t0 = Instant::now();
-    let (mut session, logits) = Session::prefill(
+    let (mut session, logits) = Session::read(
         &loaded.model,
-        &focus_cfg,
+        reading,
         cfg.bos_token_id,
         &ids,
         |done, total| {
@@ -116,32 +112,46 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    let mut logits = row(logits);
+    let first = loaded.model.logits_row(logits);
     let prefill_s = t0.elapsed().as_secs_f64();
-    let top_logits = top_k(&logits, 20);
+    let top_logits = top_k(&first, 20);
     let mut sampler = Sampler::new(args.temperature, args.top_p, args.seed);
     let eos = loaded.tokenizer.eos_ids().to_vec();
-    let mut generated = Vec::new();
+    let mut so_far = Vec::new();
     let mut printed = String::new();
     let mut out = std::io::stdout().lock();
+    // Streaming: text is printed as soon as it is whole (no half of a multi-byte character).
+    let mut failure: Option<anyhow::Error> = None;
     let t1 = Instant::now();
-    while generated.len() < args.max_new_tokens {
-        let token = sampler.sample(&logits);
-        generated.push(token);
-        if args.format == Format::Text {
-            let text = loaded.tokenizer.decode(&generated)?;
-            if let Some(new) = text.strip_prefix(printed.as_str())
-                && !new.ends_with('\u{FFFD}')
-            {
-                write!(out, "{new}")?;
-                out.flush()?;
-                printed = text;
+    let generated = session.generate(first, &mut sampler, args.max_new_tokens, &eos, |token| {
+        if args.format != Format::Text {
+            return true;
+        }
+        so_far.push(token);
+        let streamed = loaded
+            .tokenizer
+            .decode(&so_far)
+            .map_err(anyhow::Error::from)
+            .and_then(|text| {
+                if let Some(new) = text.strip_prefix(printed.as_str())
+                    && !new.ends_with('\u{FFFD}')
+                {
+                    write!(out, "{new}")?;
+                    out.flush()?;
+                    printed = text;
+                }
+                Ok(())
+            });
+        match streamed {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
             }
         }
-        if eos.contains(&token) || generated.len() == args.max_new_tokens {
-            break;
-        }
-        logits = row(session.step(token));
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
     let decode_s = t1.elapsed().as_secs_f64();
     let text = loaded.tokenizer.decode(&generated)?;
@@ -154,18 +164,18 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         }
         Format::Json => {
             let plan = session.plan();
+            let chunks = plan.map_or(0, |p| p.num_chunks());
             let report = Report {
                 generated_ids: generated.clone(),
                 text,
                 top_logits,
                 plan: PlanReport {
                     input_tokens: ids.len(),
-                    chunks: plan.num_chunks(),
-                    local_tokens: plan.local.len(),
-                    prompt_tokens: if plan.num_chunks() > 0 {
-                        plan.prompt.len()
-                    } else {
-                        0
+                    chunks,
+                    local_tokens: plan.map_or(ids.len(), |p| p.local.len()),
+                    prompt_tokens: match plan {
+                        Some(p) if chunks > 0 => p.prompt.len(),
+                        _ => 0,
                     },
                     focus: !args.no_focus,
                 },

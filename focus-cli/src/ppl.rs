@@ -136,7 +136,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                     ProtocolArg::Focus => length.min(doc.len() + 1),
                     ProtocolArg::LlamaCpp => args.ctx,
                 };
-                if !mode.fits(model, need - 1, 0) {
+                if !mode.fits(model.config().max_position_embeddings, need - 1, 0) {
                     skipped.push(mode.name().to_string());
                     continue;
                 }

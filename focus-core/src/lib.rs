@@ -5,16 +5,20 @@
 //! `min(512, S, W)` tokens); its last token, the *candidate*, runs through extra attention
 //! projections. The candidates' keys and values of all chunks, decoded in parallel,
 //! become a prefix the local window attends to. [`Session`] drives this through the
-//! [`CondensingModel`] trait: prefill, then one step per generated token.
+//! [`CondensingModel`] trait: prefill, then one step per generated token, and
+//! [`Session::generate`] is the one generation loop. [`Reading`] names the ways an input can
+//! be read: FocusLLM, or the truncated and full-attention baselines.
 //!
 //! Reference: Li et al., *FocusLLM*, arXiv 2408.11745 (ACL 2025).
 
 pub mod config;
 pub mod error;
+pub mod reading;
 pub mod sample;
 pub mod session;
 
 pub use config::{FocusConfig, Plan};
 pub use error::{Error, Result};
+pub use reading::Reading;
 pub use sample::Sampler;
 pub use session::{CondensingModel, Session};

@@ -1,8 +1,10 @@
-//! The FocusLLM generation state machine: prefill (chunks in batches, then the local
-//! pass), then one step per generated token.
+//! The generation state machine: prefill (for FocusLLM: chunks in batches, then the local
+//! pass), then one step per generated token; and the one generation loop on top of it.
 
 use crate::config::{FocusConfig, Plan};
 use crate::error::{Error, Result};
+use crate::reading::Reading;
+use crate::sample::Sampler;
 
 /// What FocusLLM needs from a decoder. `focus-model` implements it for the Llama
 /// decoder; the tests of this crate implement it with a fake that records calls.
@@ -33,6 +35,10 @@ pub trait CondensingModel {
 
     /// Plain decoding: feed one token after `cache`.
     fn step(&self, cache: &mut Self::Cache, token: u32) -> Self::Logits;
+
+    /// The next-token logits as one row of floats on the host (the one conversion every
+    /// caller uses).
+    fn logits_row(&self, logits: Self::Logits) -> Vec<f32>;
 }
 
 /// A batch of chunks and its cache.
@@ -41,8 +47,9 @@ struct Group<M: CondensingModel> {
     candidates: M::Candidates,
 }
 
-enum Mode<M: CondensingModel> {
-    /// The input fit in the local window: a plain KV-cached decoder.
+enum State<M: CondensingModel> {
+    /// A plain KV-cached decoder: a baseline reading, or an input that fit in the local
+    /// window.
     Plain(M::Cache),
     /// Memory chunks in batches, and the growing local input.
     Memory {
@@ -51,11 +58,13 @@ enum Mode<M: CondensingModel> {
     },
 }
 
-/// The state of one FocusLLM generation.
+/// The state of one generation.
 pub struct Session<'m, M: CondensingModel> {
     model: &'m M,
-    plan: Plan,
-    mode: Mode<M>,
+    reading: Reading,
+    /// How FocusLLM cut the input (`None` for the baselines).
+    plan: Option<Plan>,
+    state: State<M>,
     /// The token whose candidate the chunks hold (the last token fed).
     last: u32,
     generated: Vec<u32>,
@@ -64,6 +73,7 @@ pub struct Session<'m, M: CondensingModel> {
 impl<M: CondensingModel> std::fmt::Debug for Session<'_, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
+            .field("reading", &self.reading)
             .field("plan", &self.plan)
             .field("uses_memory", &self.uses_memory())
             .field("generated", &self.generated)
@@ -72,7 +82,44 @@ impl<M: CondensingModel> std::fmt::Debug for Session<'_, M> {
 }
 
 impl<'m, M: CondensingModel> Session<'m, M> {
-    /// Runs the prefill of `ids` and returns the session and the next-token logits.
+    /// Reads `ids` as `reading` says and returns the session and the next-token logits.
+    /// The baselines run the plain decoder on BOS and the tokens they keep (BOS is not
+    /// repeated when the kept part starts with it).
+    ///
+    /// `progress` is called after each chunk batch with (chunks done, total).
+    pub fn read(
+        model: &'m M,
+        reading: Reading,
+        bos: u32,
+        ids: &[u32],
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(Self, M::Logits)> {
+        let kept = match (reading, reading.kept(ids)) {
+            (Reading::Focus(cfg), _) => return Self::prefill(model, &cfg, bos, ids, progress),
+            (_, Some(kept)) => kept,
+            (_, None) => unreachable!("a baseline keeps part of the input"),
+        };
+        let last = *kept
+            .last()
+            .ok_or_else(|| Error::Input("empty input".into()))?;
+        let mut input = Vec::with_capacity(kept.len() + 1);
+        if kept[0] != bos {
+            input.push(bos);
+        }
+        input.extend_from_slice(kept);
+        let (logits, cache) = model.prefill(&input);
+        let s = Self {
+            model,
+            reading,
+            plan: None,
+            state: State::Plain(cache),
+            last,
+            generated: Vec::new(),
+        };
+        Ok((s, logits))
+    }
+
+    /// Runs the FocusLLM prefill of `ids` and returns the session and the next-token logits.
     ///
     /// `progress` is called after each chunk batch with (chunks done, total).
     pub fn prefill(
@@ -91,8 +138,9 @@ impl<'m, M: CondensingModel> Session<'m, M> {
             let (logits, cache) = model.prefill(&local);
             let s = Self {
                 model,
-                plan,
-                mode: Mode::Plain(cache),
+                reading: Reading::Focus(*cfg),
+                plan: Some(plan),
+                state: State::Plain(cache),
                 last,
                 generated: Vec::new(),
             };
@@ -111,8 +159,9 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         let logits = model.local_pass(&cands, &local);
         let s = Self {
             model,
-            plan,
-            mode: Mode::Memory { groups, local },
+            reading: Reading::Focus(*cfg),
+            plan: Some(plan),
+            state: State::Memory { groups, local },
             last,
             generated: Vec::new(),
         };
@@ -122,9 +171,9 @@ impl<'m, M: CondensingModel> Session<'m, M> {
     /// Feeds the token chosen after the last logits; returns the next logits.
     pub fn step(&mut self, token: u32) -> M::Logits {
         let model = self.model;
-        let logits = match &mut self.mode {
-            Mode::Plain(cache) => model.step(cache, token),
-            Mode::Memory { groups, local } => {
+        let logits = match &mut self.state {
+            State::Plain(cache) => model.step(cache, token),
+            State::Memory { groups, local } => {
                 for g in groups.iter_mut() {
                     g.candidates = model.step_chunks(&mut g.cache, self.last, token);
                 }
@@ -138,9 +187,42 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         logits
     }
 
-    /// How the input was split.
-    pub fn plan(&self) -> &Plan {
-        &self.plan
+    /// Generates after `row`, the logits that [`read`](Self::read), [`prefill`](Self::prefill)
+    /// or [`step`](Self::step) returned, as [`CondensingModel::logits_row`] gives them (so a
+    /// caller can look at them first): picks each token with `sampler`, hands it to
+    /// `on_token` (which may return `false` to stop), and feeds it back, until `max_new`
+    /// tokens or a token of `stop` (kept in the output). The last token is not fed: nothing
+    /// reads its logits. Returns the tokens.
+    pub fn generate(
+        &mut self,
+        mut row: Vec<f32>,
+        sampler: &mut Sampler,
+        max_new: usize,
+        stop: &[u32],
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Vec<u32> {
+        let mut out = Vec::with_capacity(max_new);
+        if max_new == 0 {
+            return out;
+        }
+        loop {
+            let token = sampler.sample(&row);
+            out.push(token);
+            if !on_token(token) || stop.contains(&token) || out.len() == max_new {
+                return out;
+            }
+            row = self.model.logits_row(self.step(token));
+        }
+    }
+
+    /// How the input is read.
+    pub fn reading(&self) -> Reading {
+        self.reading
+    }
+
+    /// How FocusLLM split the input (`None` for the baselines).
+    pub fn plan(&self) -> Option<&Plan> {
+        self.plan.as_ref()
     }
 
     /// Tokens fed with [`step`](Self::step) so far.
@@ -150,14 +232,14 @@ impl<'m, M: CondensingModel> Session<'m, M> {
 
     /// Whether the memory is in use (the input was longer than the local window).
     pub fn uses_memory(&self) -> bool {
-        matches!(self.mode, Mode::Memory { .. })
+        matches!(self.state, State::Memory { .. })
     }
 
     /// The chunk caches, batch by batch (for inspection and tests).
     pub fn chunk_caches(&self) -> Vec<&M::Cache> {
-        match &self.mode {
-            Mode::Plain(_) => Vec::new(),
-            Mode::Memory { groups, .. } => groups.iter().map(|g| &g.cache).collect(),
+        match &self.state {
+            State::Plain(_) => Vec::new(),
+            State::Memory { groups, .. } => groups.iter().map(|g| &g.cache).collect(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use focus_core::{CondensingModel, FocusConfig, Plan, Session};
+use focus_core::{CondensingModel, FocusConfig, Plan, Reading, Sampler, Session};
 
 const BOS: u32 = 1_000_000;
 
@@ -67,6 +67,14 @@ impl CondensingModel for Fake {
         cache[0].push((token, p));
         p + 1
     }
+
+    /// One-hot at the number of positions seen (mod 64): greedy decoding then emits the
+    /// position count, which shows which logits each token was chosen from.
+    fn logits_row(&self, logits: usize) -> Vec<f32> {
+        let mut row = vec![0.0; 64];
+        row[logits % 64] = 1.0;
+        row
+    }
 }
 
 fn input(len: usize) -> Vec<u32> {
@@ -109,7 +117,7 @@ fn prefill_and_steps_follow_the_spec() {
     let fake = Fake::default();
     let (mut session, _) = Session::prefill(&fake, &cfg, BOS, &ids, |_, _| {}).unwrap();
     assert_eq!(*fake.batch_sizes.borrow(), vec![3, 1, 1]);
-    let plan = session.plan().clone();
+    let plan = session.plan().unwrap().clone();
     let p = 16;
     let generated = [7001, 7002, 7003];
     for t in 0..=generated.len() {
@@ -192,4 +200,55 @@ fn bad_settings_and_empty_input_are_errors() {
     assert!(Session::prefill(&fake, &FocusConfig::new(0, 8), BOS, &input(5), |_, _| {}).is_err());
     assert!(Session::prefill(&fake, &FocusConfig::new(8, 0), BOS, &input(50), |_, _| {}).is_err());
     assert!(Session::prefill(&fake, &FocusConfig::new(8, 8), BOS, &[], |_, _| {}).is_err());
+}
+
+#[test]
+fn the_generation_loop_samples_feeds_and_stops() {
+    let ids = input(100);
+    let cfg = FocusConfig::new(30, 16);
+    let run = |max_new: usize, stop: &[u32], limit: usize| {
+        let fake = Fake::default();
+        let (mut s, logits) = Session::prefill(&fake, &cfg, BOS, &ids, |_, _| {}).unwrap();
+        let row = fake.logits_row(logits);
+        let mut seen = Vec::new();
+        let out = s.generate(row, &mut Sampler::Greedy, max_new, stop, |t| {
+            seen.push(t);
+            seen.len() < limit
+        });
+        assert_eq!(seen, out, "every token reaches the callback");
+        (out, s.generated().to_vec(), fake.local_calls.borrow().len())
+    };
+    // The local pass after the prefill sees BOS + 30 tokens: 31, then 32, 33, ...
+    let (out, fed, passes) = run(4, &[], usize::MAX);
+    assert_eq!(out, [31, 32, 33, 34]);
+    assert_eq!(fed, [31, 32, 33], "the last token is not fed");
+    assert_eq!(passes, 4);
+    // A stop id ends generation and is kept; so does the callback's `false`.
+    assert_eq!(run(10, &[33], usize::MAX).0, [31, 32, 33]);
+    assert_eq!(run(10, &[], 2).0, [31, 32]);
+    assert!(run(0, &[], usize::MAX).0.is_empty());
+}
+
+#[test]
+fn baselines_read_the_kept_tokens_with_the_plain_decoder() {
+    let ids = input(100);
+    let fake = Fake::default();
+    let (s, logits) = Session::read(&fake, Reading::Truncated(30), BOS, &ids, |_, _| {}).unwrap();
+    assert!(s.plan().is_none() && !s.uses_memory());
+    assert_eq!(logits, 31, "BOS and the last 30 tokens");
+    let (_, logits) = Session::read(&fake, Reading::Full, BOS, &ids[1..], |_, _| {}).unwrap();
+    assert_eq!(logits, 100, "BOS and every token");
+    let (_, logits) = Session::read(&fake, Reading::Full, BOS, &ids, |_, _| {}).unwrap();
+    assert_eq!(logits, 100, "no second BOS");
+    assert!(fake.local_calls.borrow().is_empty() && fake.batch_sizes.borrow().is_empty());
+    let (s, _) = Session::read(
+        &fake,
+        Reading::Focus(FocusConfig::new(30, 16)),
+        BOS,
+        &ids,
+        |_, _| {},
+    )
+    .unwrap();
+    assert!(s.uses_memory() && s.plan().is_some_and(|p| p.num_chunks() == 5));
+    assert!(Reading::Truncated(30).fits(32, 100, 1) && !Reading::Full.fits(32, 100, 1));
 }

@@ -372,6 +372,14 @@ impl CondensingModel for LlamaForCausalLM {
     }
 
     fn step(&self, cache: &mut KvCache, token: u32) -> Tensor<2> {
-        LlamaForCausalLM::step(self, token, cache)
+        LlamaForCausalLM::step(self, cache, token)
+    }
+
+    fn logits_row(&self, logits: Tensor<2>) -> Vec<f32> {
+        logits
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("float logits")
     }
 }

@@ -3,6 +3,7 @@
 
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+use focus_core::{CondensingModel, Reading, Sampler, Session};
 
 use crate::config::LlamaConfig;
 use crate::layers::{DecoderLayer, LayerKv, NewKv, Rows};
@@ -176,7 +177,7 @@ impl LlamaForCausalLM {
     }
 
     /// Feeds one token after `cache` (which grows by one position); returns `[1, vocab]` logits.
-    pub fn step(&self, token: u32, cache: &mut KvCache) -> Tensor<2> {
+    pub fn step(&self, cache: &mut KvCache, token: u32) -> Tensor<2> {
         let start = cache.first().map_or(0, LayerKv::len);
         let f = self.forward(
             ids_tensor(&[token], &self.device()),
@@ -188,21 +189,23 @@ impl LlamaForCausalLM {
         self.last_logits(f.hidden)
     }
 
-    /// Greedy continuation of `ids` by `n` tokens with the KV cache.
+    /// Greedy continuation of exactly `ids` (nothing prepended) by `n` tokens with the KV
+    /// cache, through the one generation loop ([`Session::generate`]).
     pub fn generate_greedy(&self, ids: &[u32], n: usize) -> Vec<u32> {
-        let mut out = Vec::with_capacity(n);
-        if n == 0 {
-            return out;
+        if ids.is_empty() {
+            return Vec::new();
         }
-        let (mut logits, mut cache) = self.prefill(ids);
-        loop {
-            let next = argmax(&logits)[0];
-            out.push(next);
-            if out.len() == n {
-                return out;
-            }
-            logits = self.step(next, &mut cache);
-        }
+        // Full reading prepends BOS only where the input does not start with it: naming the
+        // first id as BOS runs the input as it is.
+        let (mut s, logits) =
+            Session::read(self, Reading::Full, ids[0], ids, |_, _| {}).expect("non-empty input");
+        s.generate(
+            self.logits_row(logits),
+            &mut Sampler::Greedy,
+            n,
+            &[],
+            |_| true,
+        )
     }
 }
 
@@ -210,10 +213,4 @@ impl LlamaForCausalLM {
 pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
     let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     Tensor::<1, Int>::from_data(TensorData::new(data, [ids.len()]), device).reshape([1, ids.len()])
-}
-
-/// Index of the largest value of each row of `[batch, vocab]` logits (first one on ties).
-pub fn argmax(logits: &Tensor<2>) -> Vec<u32> {
-    let data = logits.clone().argmax(1).into_data();
-    data.iter::<i64>().map(|v| v as u32).collect()
 }

@@ -8,12 +8,11 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use focus_core::FocusConfig;
+use focus_core::{FocusConfig, Reading};
 use focus_model::{LlamaForCausalLM, Tokenizer};
 use rand::RngExt;
 
 use crate::error::{Error, Result};
-use crate::eval::Mode;
 use crate::eval::retrieval::{Task, trial};
 use crate::sample::{Example, LossKind};
 use crate::step::{ChunkKvCache, Work, example_loss_with};
@@ -283,7 +282,7 @@ pub fn evaluate(
                     &plain,
                     p.tokenizer,
                     &Task::Passkey,
-                    Mode::Focus(focus),
+                    Reading::Focus(focus),
                     len,
                     depth,
                     i as u64,

@@ -45,7 +45,11 @@ fn logits_and_greedy_tokens_match_the_reference() {
         let expected = r.f32(&format!("logits.{i}"));
         let greedy = r.ids(&format!("greedy.{i}"));
         let (mut s, mut logits) = Session::prefill(&model, &cfg, BOS, &ids, |_, _| {}).unwrap();
-        assert_eq!(s.plan().num_chunks(), chunks, "setting {i}: chunk count");
+        assert_eq!(
+            s.plan().unwrap().num_chunks(),
+            chunks,
+            "setting {i}: chunk count"
+        );
         for (t, &token) in greedy.iter().enumerate() {
             let got = values(logits.clone());
             let err = max_abs_diff(&got, &expected[t * vocab..(t + 1) * vocab]);
@@ -94,7 +98,7 @@ fn chunk_caches_equal_a_fresh_forward_after_each_step() {
     let ids = r.ids("input_ids");
     let cfg = FocusConfig::new(48, 20).with_max_batch(4);
     let (mut s, _) = Session::prefill(&model, &cfg, BOS, &ids, |_, _| {}).unwrap();
-    let plan = s.plan().clone();
+    let plan = s.plan().unwrap().clone();
     let generated = [5u32, 77, 123];
     for t in 0..=generated.len() {
         if t > 0 {
@@ -137,7 +141,7 @@ fn input_within_the_window_is_the_plain_decoder() {
     assert!(!s.uses_memory());
     let (plain, mut cache) = model.prefill(&ids);
     assert_eq!(values(logits), values(plain));
-    assert_eq!(values(s.step(9)), values(model.step(9, &mut cache)));
+    assert_eq!(values(s.step(9)), values(model.step(&mut cache, 9)));
 }
 
 #[test]

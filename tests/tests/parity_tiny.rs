@@ -99,7 +99,7 @@ fn kv_cache_decoding_equals_full_recomputation() {
     let (_, mut cache) = model.prefill(&ids[..10]);
     let dev = model.device();
     for i in 10..ids.len() {
-        let step = values(model.step(ids[i], &mut cache));
+        let step = values(model.step(&mut cache, ids[i]));
         let full = model.forward(ids_tensor(&ids[..=i], &dev), 0, None, Rows::Plain);
         let full = values(model.last_logits(full.hidden));
         let err = max_abs_diff(&step, &full);

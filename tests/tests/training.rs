@@ -190,7 +190,7 @@ fn several_targets_equal_the_decoding_steps() {
         let ys = &x[end..end + targets];
         let (mut s, logits) =
             focus_core::Session::prefill(&model, &cfg, bos, &x[..end], |_, _| {}).unwrap();
-        assert_eq!(s.plan().num_chunks(), start.div_ceil(chunk_len));
+        assert_eq!(s.plan().unwrap().num_chunks(), start.div_ceil(chunk_len));
         let mut rows = vec![values(logits)];
         for &y in &ys[..targets - 1] {
             rows.push(values(s.step(y)));

@@ -14,10 +14,11 @@
 
 use std::ops::Range;
 
+use focus_core::Reading;
 use focus_model::LlamaForCausalLM;
 use serde::Serialize;
 
-use super::{Mode, nll, plain_nll};
+use super::{nll, plain_nll};
 use crate::error::{Error, Result};
 
 /// Which perplexity protocol to run.
@@ -64,7 +65,7 @@ impl Window {
 /// A perplexity result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Perplexity {
-    /// Mode name (`focus`, `truncated`, `full`).
+    /// Reading name (`focus`, `truncated`, `full`).
     pub mode: String,
     /// Perplexity under the protocol's averaging.
     pub ppl: f64,
@@ -105,7 +106,7 @@ pub fn focus_windows(
 /// `progress` gets (windows done, windows total).
 pub fn perplexity(
     model: &LlamaForCausalLM,
-    mode: Mode,
+    mode: Reading,
     protocol: Protocol,
     doc: &[u32],
     add_bos: bool,
@@ -169,8 +170,8 @@ pub fn perplexity(
                 }
                 let targets = &ids[first + 1..];
                 let nll = match mode {
-                    Mode::Full => {
-                        if !mode.fits(model, ctx - 1, 0) {
+                    Reading::Full => {
+                        if !mode.fits(model.config().max_position_embeddings, ctx - 1, 0) {
                             return Err(Error::Input(format!(
                                 "--ctx {ctx} exceeds the model's {} positions",
                                 model.config().max_position_embeddings

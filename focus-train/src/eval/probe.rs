@@ -17,18 +17,18 @@
 //! the key's first digit is the argmax, and whether every answer token is (which is exactly
 //! when greedy decoding would produce the answer).
 
-use focus_core::{FocusConfig, Plan, Session};
+use focus_core::{CondensingModel, FocusConfig, Plan, Reading, Session};
 use focus_model::model::ids_tensor;
 use focus_model::{LlamaForCausalLM, Rows, Tokenizer};
 use serde::Serialize;
 
 use super::retrieval::{Task, fit, key_for};
-use super::{Mode, row_vec, token_nll};
+use super::token_nll;
 use crate::error::{Error, Result};
 
 /// How one reading did on one trial.
 #[derive(Debug, Clone, Serialize)]
-pub struct Reading {
+pub struct Readout {
     /// `chunk`, `focus`, `truncated`, `focus-window` or `truncated-window`.
     pub how: &'static str,
     /// Negative log-likelihood of the answer tokens, teacher-forced (nats, summed).
@@ -57,7 +57,7 @@ pub struct ProbeTrial {
     pub prompt_tokens: usize,
     /// The readings, in the order chunk, focus, truncated, then focus-window and
     /// truncated-window when the key could be placed in the window.
-    pub readings: Vec<Reading>,
+    pub readings: Vec<Readout>,
 }
 
 /// (NLL, argmax) of each of `gold` after the logits rows a reader produces one by one:
@@ -91,22 +91,21 @@ fn chunk_reader<'a>(
             None,
             Rows::LastIsCandidate,
         );
-        row_vec(model.last_logits(f.hidden))
+        model.logits_row(model.last_logits(f.hidden))
     }
 }
 
 fn session_reader<'a>(
     model: &'a LlamaForCausalLM,
-    mode: Mode,
+    reading: Reading,
     ids: &'a [u32],
 ) -> Result<impl FnMut(Option<u32>) -> Vec<f32> + 'a> {
     let bos = model.config().bos_token_id;
-    let (cfg, input) = mode.session_input(ids);
-    let (mut session, first) = Session::prefill(model, &cfg, bos, input, |_, _| {})?;
-    let mut first = Some(row_vec(first));
+    let (mut session, first) = Session::read(model, reading, bos, ids, |_, _| {})?;
+    let mut first = Some(model.logits_row(first));
     Ok(move |fed: Option<u32>| match fed {
         None => first.take().expect("the first row is read once"),
-        Some(t) => row_vec(session.step(t)),
+        Some(t) => model.logits_row(session.step(t)),
     })
 }
 
@@ -115,7 +114,7 @@ fn reading(
     tokenizer: &Tokenizer,
     gold: &[u32],
     scores: &[(f32, u32)],
-) -> Result<Reading> {
+) -> Result<Readout> {
     let first = gold
         .iter()
         .position(|&t| {
@@ -125,7 +124,7 @@ fn reading(
         })
         .unwrap_or(0);
     let argmax: Vec<u32> = scores.iter().map(|s| s.1).collect();
-    Ok(Reading {
+    Ok(Readout {
         how,
         answer_nll: scores.iter().map(|s| f64::from(s.0)).sum(),
         first_digit: scores[first].1 == gold[first],
@@ -170,7 +169,7 @@ pub fn probe_trial(
         let mut readings = Vec::with_capacity(5);
         let scores = teacher_forced(&gold, chunk_reader(model, &row));
         readings.push(reading("chunk", tokenizer, &gold, &scores)?);
-        for mode in [Mode::Focus(*cfg), Mode::Truncated(w)] {
+        for mode in [Reading::Focus(*cfg), Reading::Truncated(w)] {
             let scores = teacher_forced(&gold, session_reader(model, mode, &ids)?);
             readings.push(reading(mode.name(), tokenizer, &gold, &scores)?);
         }
@@ -183,8 +182,8 @@ pub fn probe_trial(
             .is_ok_and(|s| s.contains(&text));
         if in_window && plan.num_chunks() > 0 {
             for (mode, how) in [
-                (Mode::Focus(*cfg), "focus-window"),
-                (Mode::Truncated(w), "truncated-window"),
+                (Reading::Focus(*cfg), "focus-window"),
+                (Reading::Truncated(w), "truncated-window"),
             ] {
                 let scores = teacher_forced(&gold, session_reader(model, mode, &near)?);
                 readings.push(reading(how, tokenizer, &gold, &scores)?);

@@ -9,12 +9,13 @@
 //! which needs exactly the answer's token count; the two agree whenever the model
 //! answers with the number alone.
 
+use focus_core::Reading;
 use focus_model::{LlamaForCausalLM, Tokenizer};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use super::{Mode, generate};
+use super::generate;
 use crate::error::{Error, Result};
 
 /// The passkey haystack sentence, repeated with spaces (spec §5.2).
@@ -184,7 +185,7 @@ pub fn trial(
     model: &LlamaForCausalLM,
     tokenizer: &Tokenizer,
     task: &Task,
-    mode: Mode,
+    mode: Reading,
     length: usize,
     depth: f64,
     seed: u64,
@@ -194,7 +195,7 @@ pub fn trial(
     let ids = fit(tokenizer, task, length, depth, key)?;
     let answer = tokenizer.encode(&key.to_string(), false)?;
     let n_new = answer.len() + 1;
-    if !mode.fits(model, ids.len(), n_new) {
+    if !mode.fits(model.config().max_position_embeddings, ids.len(), n_new) {
         return Ok(None);
     }
     let t0 = std::time::Instant::now();
