@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use focus_train::eval::retrieval::{Task, Trial, accuracy, trial};
+use focus_eval::retrieval::{Task, Trial, accuracy, trial};
 use serde::Serialize;
 
 use crate::common::{FocusArgs, ModelArgs, load_model, read_text, write_atomic};

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use focus_train::eval::ppl::{Perplexity, Protocol, perplexity};
+use focus_eval::ppl::{Perplexity, Protocol, perplexity};
 use serde::Serialize;
 
 use crate::common::{FocusArgs, ModelArgs, load_model, read_text, write_atomic};

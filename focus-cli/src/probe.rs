@@ -1,11 +1,11 @@
 //! `focus probe`: where retrieval breaks. A passkey in one chunk of a memory of 1, 2, 4, …
 //! chunks, read by the key chunk's own pass, by FocusLLM and by the truncated window
-//! (`focus_train::eval::probe`).
+//! (`focus_eval::probe`).
 
 use std::io::Write;
 
 use anyhow::{Result, bail};
-use focus_train::eval::probe::{ProbeCell, ProbeTrial, probe_trial, summarize};
+use focus_eval::probe::{ProbeCell, ProbeTrial, probe_trial, summarize};
 use serde::Serialize;
 
 use crate::common::{FocusArgs, ModelArgs, load_model, write_atomic};

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+use focus_core::{FocusConfig, Reading};
+use focus_eval::retrieval::{Task, trial};
+use focus_model::{LlamaForCausalLM, Tokenizer};
 use focus_train::data::{pack, read_texts};
 use focus_train::synth::Haystack;
 use focus_train::{
@@ -260,7 +263,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     } else {
         crate::eval_args::lengths(&args.probe_lengths)?
     };
-    let probe = (!probe_lengths.is_empty()).then(|| Probe {
+    let probe = (!probe_lengths.is_empty()).then(|| PasskeyProbe {
         tokenizer: tok,
         lengths: probe_lengths,
         depths: vec![0.25, 0.75],
@@ -298,7 +301,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         &data,
         &dir,
         &opts,
-        probe.as_ref(),
+        probe.as_ref().map(|p| p as &dyn Probe),
         |line| {
             if line.kind == "train" {
                 bar.set_position(line.step as u64);
@@ -316,7 +319,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                     line.loss,
                     line.continuation.map_or("-".into(), |v| format!("{v:.4}")),
                     line.repetition.map_or("-".into(), |v| format!("{v:.4}")),
-                    line.passkey.map_or(String::new(), |p| format!(
+                    line.probe.map_or(String::new(), |p| format!(
                         ", passkey probe {:.0}%",
                         p * 100.0
                     ))
@@ -338,6 +341,44 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// The probe `train` runs at each evaluation: greedy passkey retrieval with FocusLLM at a
+/// few lengths and two depths (one trial each, seeded by its place in the grid); the score
+/// is the fraction of keys read back whole.
+struct PasskeyProbe<'a> {
+    tokenizer: &'a Tokenizer,
+    lengths: Vec<usize>,
+    depths: Vec<f64>,
+}
+
+impl Probe for PasskeyProbe<'_> {
+    fn score(
+        &self,
+        model: &LlamaForCausalLM,
+        focus: FocusConfig,
+    ) -> std::result::Result<Option<f64>, Box<dyn std::error::Error + Send + Sync>> {
+        let (mut ok, mut total) = (0usize, 0usize);
+        for &len in &self.lengths {
+            for (i, &depth) in self.depths.iter().enumerate() {
+                let t = trial(
+                    model,
+                    self.tokenizer,
+                    &Task::Passkey,
+                    Reading::Focus(focus),
+                    len,
+                    depth,
+                    i as u64,
+                    |_, _| {},
+                )?;
+                if let Some(t) = t {
+                    ok += usize::from(t.correct);
+                    total += 1;
+                }
+            }
+        }
+        Ok((total > 0).then(|| ok as f64 / total as f64))
+    }
 }
 
 /// Draw a training run's loss curves.

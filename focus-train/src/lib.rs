@@ -1,6 +1,6 @@
 //! `focus-train`: training of FocusLLM's candidate projections (`beacon_{q,k,v,o}_proj`)
-//! with the continuation and repetition losses, the base decoder frozen, and the
-//! evaluation protocols ([`eval`]) that the training loop and the CLI share.
+//! with the continuation and repetition losses, the base decoder frozen. Evaluation during
+//! training is held-out loss, plus whatever [`Probe`] the caller hands in.
 //!
 //! - [`data`]: text files to packed token sequences.
 //! - [`sample`]: where the local span and the memory sit in a sequence (spec §4.2).
@@ -10,7 +10,6 @@
 
 pub mod data;
 pub mod error;
-pub mod eval;
 pub mod run;
 pub mod sample;
 pub mod step;

@@ -8,12 +8,11 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use focus_core::{FocusConfig, Reading};
+use focus_core::FocusConfig;
 use focus_model::{LlamaForCausalLM, Tokenizer};
 use rand::RngExt;
 
 use crate::error::{Error, Result};
-use crate::eval::retrieval::{Task, trial};
 use crate::sample::{Example, LossKind};
 use crate::step::{ChunkKvCache, Work, example_loss_with};
 use crate::synth::{Haystack, Layout, document};
@@ -90,15 +89,16 @@ fn step_examples<'d>(
     Ok(out)
 }
 
-/// A small passkey probe run at each evaluation.
-#[derive(Debug, Clone)]
-pub struct Probe<'a> {
-    /// Tokenizer of the model.
-    pub tokenizer: &'a Tokenizer,
-    /// Prompt lengths in tokens.
-    pub lengths: Vec<usize>,
-    /// Depths of the key.
-    pub depths: Vec<f64>,
+/// A score of the model taken at each evaluation, handed in by the caller (the CLI's is a
+/// small passkey accuracy): the model and the run's FocusLLM settings (`W = S`, the run's
+/// prompt cap and separator) in, a fraction out, or `None` when nothing could be scored.
+pub trait Probe {
+    /// Scores `model` read with `focus`.
+    fn score(
+        &self,
+        model: &LlamaForCausalLM,
+        focus: FocusConfig,
+    ) -> std::result::Result<Option<f64>, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// How a run starts and stops.
@@ -226,19 +226,19 @@ fn summarize(step: usize, kind: &str, losses: &[(LossKind, f64)]) -> LogLine {
         grad_norm: None,
         tokens: 0,
         seconds: 0.0,
-        passkey: None,
+        probe: None,
     }
 }
 
 /// Held-out loss over the first `n` evaluation sequences (fixed examples), and the
-/// passkey probe.
+/// probe's score.
 pub fn evaluate(
     model: &LlamaForCausalLM,
     frozen: &LlamaForCausalLM,
     cfg: &TrainConfig,
     data: &Data,
     n: usize,
-    probe: Option<&Probe<'_>>,
+    probe: Option<&dyn Probe>,
     step: usize,
 ) -> Result<LogLine> {
     let t0 = Instant::now();
@@ -275,26 +275,9 @@ pub fn evaluate(
             prompt_cap: cfg.prompt_cap,
             ..FocusConfig::new(cfg.local_window, cfg.local_window)
         };
-        let (mut ok, mut total) = (0usize, 0usize);
-        for &len in &p.lengths {
-            for (i, &depth) in p.depths.iter().enumerate() {
-                let t = trial(
-                    &plain,
-                    p.tokenizer,
-                    &Task::Passkey,
-                    Reading::Focus(focus),
-                    len,
-                    depth,
-                    i as u64,
-                    |_, _| {},
-                )?;
-                if let Some(t) = t {
-                    ok += usize::from(t.correct);
-                    total += 1;
-                }
-            }
-        }
-        line.passkey = (total > 0).then(|| ok as f64 / total as f64);
+        line.probe = p
+            .score(&plain, focus)
+            .map_err(|e| Error::Input(format!("the probe failed: {e}")))?;
     }
     line.tokens = tokens;
     line.seconds = t0.elapsed().as_secs_f64();
@@ -316,7 +299,7 @@ pub fn train(
     data: &Data,
     dir: &RunDir,
     opts: &RunOptions,
-    probe: Option<&Probe<'_>>,
+    probe: Option<&dyn Probe>,
     mut on_line: impl FnMut(&LogLine),
 ) -> Result<LlamaForCausalLM> {
     cfg.validate()?;

@@ -253,8 +253,10 @@ pub struct LogLine {
     /// Of a train step's time: frozen passes, tracked forward passes, backward passes.
     #[serde(default)]
     pub split: Option<[f64; 3]>,
-    /// Passkey probe accuracy (eval lines, when run).
-    pub passkey: Option<f64>,
+    /// The score of the run's [`Probe`](crate::run::Probe) (eval lines, when one is given;
+    /// the CLI's is a passkey accuracy, whence the name in the log).
+    #[serde(rename = "passkey")]
+    pub probe: Option<f64>,
 }
 
 /// Saved with each checkpoint.

@@ -153,7 +153,7 @@ fn cheap_loss_equals_the_inference_path() {
             .convert::<f32>()
             .try_to_vec::<f32>()
             .unwrap();
-        let reference = focus_train::eval::token_nll(&row, ex.target(&x));
+        let reference = focus_eval::token_nll(&row, ex.target(&x));
         worst = worst.max((cheap - reference).abs());
     }
     // Observed: 4.8e-7 (f32 on flex, three examples).
@@ -198,7 +198,7 @@ fn several_targets_equal_the_decoding_steps() {
         let mean = rows
             .iter()
             .zip(ys)
-            .map(|(r, &y)| focus_train::eval::token_nll(r, y))
+            .map(|(r, &y)| focus_eval::token_nll(r, y))
             .sum::<f32>()
             / targets as f32;
         worst = worst.max((scalar(loss) - mean).abs());

@@ -1,8 +1,12 @@
-//! Evaluation protocols shared by the CLI and the training loop: perplexity
-//! ([`ppl`]) and retrieval from long inputs ([`retrieval`]: passkey, needle in a
-//! haystack), each run with FocusLLM memory or a baseline ([`Reading`]); [`probe`] reads a
-//! key chunk's own prediction beside FocusLLM's, to see where retrieval breaks.
+//! `focus-eval`: the evaluation protocols of FocusLLM, each run with FocusLLM memory or a
+//! baseline ([`Reading`]).
+//!
+//! - [`ppl`]: perplexity of long texts (the paper's protocol and llama.cpp's).
+//! - [`retrieval`]: passkey and needle-in-a-haystack retrieval.
+//! - [`probe`]: a key chunk's own prediction beside FocusLLM's, to see where retrieval
+//!   breaks.
 
+pub mod error;
 pub mod ppl;
 pub mod probe;
 pub mod retrieval;
@@ -11,7 +15,7 @@ use focus_core::{CondensingModel, Reading, Sampler, Session};
 use focus_model::model::ids_tensor;
 use focus_model::{LlamaForCausalLM, Rows};
 
-use crate::error::{Error, Result};
+pub use error::{Error, Result};
 
 /// Natural-log softmax cross-entropy of `target` under one row of logits.
 pub fn token_nll(logits: &[f32], target: u32) -> f32 {
