@@ -8,12 +8,11 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use focus_core::{CondensingModel, FocusConfig, Reading, Sampler, Session};
 use focus_model::{LlamaConfig, LlamaForCausalLM};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::common::{FocusArgs, ModelArgs, load_model, write_atomic};
+use crate::common::{FocusArgs, ModelArgs, load_model, parse_len, progress_bar, write_atomic};
 
 /// Measure throughput and memory.
 #[derive(clap::Args, Debug)]
@@ -99,34 +98,6 @@ pub struct Ratio {
     pub speedup: f64,
 }
 
-/// A progress bar on stderr (hidden when `hidden`).
-pub fn progress_bar(hidden: bool, unit: &str) -> ProgressBar {
-    if hidden {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {{bar:30}} {{pos}}/{{len}} {unit} {{elapsed}} (eta {{eta}})"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
-/// Parses `512`, `2k`, `128K`.
-pub fn parse_len(s: &str) -> Result<usize> {
-    let t = s.trim();
-    let (num, mul) = match t.strip_suffix(['k', 'K']) {
-        Some(n) => (n, 1024),
-        None => (t, 1),
-    };
-    match num.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n * mul),
-        _ => bail!("bad length {s:?} (use e.g. 512, 2k, 128k)"),
-    }
-}
-
 /// Resets the peak resident-set size of this process (Linux), so that a later
 /// [`peak_rss_mb`] measures from now.
 fn reset_peak_rss() {
@@ -138,20 +109,6 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
-}
-
-/// Bytes the FocusLLM chunk caches take for an input of `len` tokens:
-/// `sum_j (s_j + p) * layers * 2 * kv_heads * head_dim * bytes_per_value`.
-pub fn chunk_cache_bytes(
-    cfg: &LlamaConfig,
-    f: &FocusConfig,
-    len: usize,
-    bytes_per_value: usize,
-) -> usize {
-    let memory = len.saturating_sub(f.local_window);
-    let chunks = memory.div_ceil(f.chunk_len);
-    let rows = memory + chunks * f.prompt_len();
-    rows * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * bytes_per_value
 }
 
 fn sync(device: &Device) {
@@ -322,7 +279,9 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             .reduce(f64::min)
             .unwrap_or(times[0]);
         let cache = if mode == "focus" {
-            chunk_cache_bytes(model.config(), &focus, len, bytes_per_value)
+            model
+                .config()
+                .chunk_cache_bytes(&focus, len, bytes_per_value)
         } else {
             0
         };

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use focus_core::FocusConfig;
 use focus_model::{LlamaConfig, Loaded, load};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Model and device options.
 #[derive(clap::Args, Debug, Clone)]
@@ -262,27 +263,20 @@ fn host_available_bytes() -> Option<u64> {
 }
 
 /// Refuses inputs whose FocusLLM chunk caches (or full-attention cache) cannot fit in
-/// host memory when the model runs on the CPU.
+/// host memory when the model runs on the CPU (`device` as [`load_model`] built it).
 pub fn check_memory(
-    args: &ModelArgs,
+    device: &Device,
     model: &focus_model::LlamaConfig,
     focus: Option<&FocusConfig>,
     len: usize,
 ) -> Result<()> {
-    let device = if args.device == "auto" {
-        crate::device::env().unwrap_or_else(|| "cpu".into())
-    } else {
-        args.device.clone()
-    };
-    if !(device.starts_with("cpu") || device.starts_with("flex")) {
+    if !crate::device::is_cpu(device) {
         return Ok(());
     }
-    let bytes_per_value = if args.dtype == "f32" { 4 } else { 2 };
-    let per_pos =
-        model.num_hidden_layers * 2 * model.num_key_value_heads * model.head_dim * bytes_per_value;
+    let bytes_per_value = focus_model::weights::float_dtype(device).size();
     let need = match focus {
-        Some(f) => crate::bench::chunk_cache_bytes(model, f, len, bytes_per_value),
-        None => len * per_pos,
+        Some(f) => model.chunk_cache_bytes(f, len, bytes_per_value),
+        None => len * model.kv_bytes_per_position(bytes_per_value),
     } as u64;
     if let Some(avail) = host_available_bytes()
         && need > avail
@@ -294,4 +288,32 @@ pub fn check_memory(
         );
     }
     Ok(())
+}
+
+/// A progress bar on stderr (hidden when `hidden`).
+pub fn progress_bar(hidden: bool, unit: &str) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {{bar:30}} {{pos}}/{{len}} {unit} {{elapsed}} (eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Parses `512`, `2k`, `128K`.
+pub fn parse_len(s: &str) -> Result<usize> {
+    let t = s.trim();
+    let (num, mul) = match t.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1024),
+        None => (t, 1),
+    };
+    match num.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n * mul),
+        _ => bail!("bad length {s:?} (use e.g. 512, 2k, 128k)"),
+    }
 }

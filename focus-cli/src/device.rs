@@ -58,6 +58,19 @@ pub fn read_env() {
     }
 }
 
+/// Whether `device` computes on the host CPU (its caches then take host memory).
+pub fn is_cpu(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// Parses a device name: `auto` (honours `BURN_DEVICE`), `cpu`, `wgpu`, `vulkan`,
 /// `metal`, `cuda[:N]`, each only when compiled in.
 pub fn parse(name: &str) -> Result<Device> {

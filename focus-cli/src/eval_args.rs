@@ -47,7 +47,7 @@ impl EvalArgs {
 pub fn lengths(items: &[String]) -> Result<Vec<usize>> {
     let v = items
         .iter()
-        .map(|s| crate::bench::parse_len(s))
+        .map(|s| crate::common::parse_len(s))
         .collect::<Result<Vec<_>>>()?;
     if v.is_empty() {
         bail!("no lengths given");

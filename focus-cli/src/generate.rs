@@ -78,7 +78,7 @@ fn top_k(v: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
-    let (loaded, _device) = load_model(&args.model, !args.no_focus)?;
+    let (loaded, device) = load_model(&args.model, !args.no_focus)?;
     let cfg = loaded.model.config();
     let ids = args.input.ids(&loaded)?;
     if args.no_focus && ids.len() + args.max_new_tokens > cfg.max_position_embeddings {
@@ -98,8 +98,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         Reading::Focus(c) => Some(c),
         _ => None,
     };
-    crate::common::check_memory(&args.model, cfg, focus_cfg, ids.len() + args.max_new_tokens)?;
-    let bar = crate::bench::progress_bar(quiet || args.format == Format::Json, "chunks");
+    crate::common::check_memory(&device, cfg, focus_cfg, ids.len() + args.max_new_tokens)?;
+    let bar = crate::common::progress_bar(quiet || args.format == Format::Json, "chunks");
     let t0 = Instant::now();
     let (mut session, logits) = Session::read(
         &loaded.model,

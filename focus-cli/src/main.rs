@@ -5,11 +5,12 @@ mod common;
 mod device;
 mod eval_args;
 mod generate;
-mod heatmap;
 mod inspect;
-mod passkey;
+mod plot;
+mod plot_log;
 mod ppl;
 mod probe;
+mod retrieval;
 mod train;
 
 use std::process::ExitCode;
@@ -42,16 +43,16 @@ enum Command {
     /// Perplexity of text files: FocusLLM, truncated context and full attention.
     Ppl(ppl::Args),
     /// Passkey retrieval over a grid of lengths and depths (table, JSON, heatmap).
-    Passkey(passkey::Args),
+    Passkey(retrieval::Args),
     /// Needle in a haystack of real text (essays by default), same grid and outputs.
-    Niah(passkey::NiahArgs),
+    Niah(retrieval::NiahArgs),
     /// Where retrieval breaks: a passkey in one of C memory chunks, read by that chunk's
     /// own pass, by FocusLLM and by the truncated window.
     Probe(probe::Args),
     /// Train the candidate projections on text files (the base model stays frozen).
     Train(train::Args),
     /// Draw the loss curves of a training run (RUN/log.jsonl) to a PNG.
-    PlotLog(train::PlotArgs),
+    PlotLog(plot_log::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,11 +70,11 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a, cli.quiet),
         Command::Ppl(a) => ppl::run(a, cli.quiet),
-        Command::Passkey(a) => passkey::run_passkey(a, cli.quiet),
-        Command::Niah(a) => passkey::run_niah(a, cli.quiet),
+        Command::Passkey(a) => retrieval::run_passkey(a, cli.quiet),
+        Command::Niah(a) => retrieval::run_niah(a, cli.quiet),
         Command::Probe(a) => probe::run(a, cli.quiet),
         Command::Train(a) => train::run(a, cli.quiet),
-        Command::PlotLog(a) => train::plot(a),
+        Command::PlotLog(a) => plot_log::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

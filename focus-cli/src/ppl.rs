@@ -87,7 +87,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         .iter()
         .map(|p| read_text(p).map(|t| (p.display().to_string(), t)))
         .collect::<Result<Vec<_>>>()?;
-    let (loaded, _device) = load_model(&args.model, true)?;
+    let (loaded, device) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
     let modes = args.eval.modes(&cfg)?;
@@ -96,12 +96,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         ProtocolArg::LlamaCpp => vec![args.ctx],
     };
     let longest = lens.iter().copied().max().unwrap_or(0);
-    crate::common::check_memory(
-        &args.model,
-        model.config(),
-        Some(&cfg),
-        longest + args.score,
-    )?;
+    crate::common::check_memory(&device, model.config(), Some(&cfg), longest + args.score)?;
     let quiet = quiet || args.eval.format == Format::Json;
     let mut entries = Vec::new();
     for (name, text) in &texts {
@@ -140,7 +135,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                     skipped.push(mode.name().to_string());
                     continue;
                 }
-                let bar = crate::bench::progress_bar(quiet, "windows");
+                let bar = crate::common::progress_bar(quiet, "windows");
                 bar.set_message(format!("{} {}", mode.name(), short_len(length)));
                 let r = perplexity(model, mode, protocol, &doc, add_bos, |done, total| {
                     bar.set_length(total as u64);

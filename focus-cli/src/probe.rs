@@ -56,13 +56,13 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     if args.trials == 0 {
         bail!("--trials must be positive");
     }
-    let (loaded, _device) = load_model(&args.model, true)?;
+    let (loaded, device) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
     let longest = args.chunks.iter().max().copied().unwrap_or(1) * cfg.chunk_len + cfg.local_window;
-    crate::common::check_memory(&args.model, model.config(), Some(&cfg), longest)?;
+    crate::common::check_memory(&device, model.config(), Some(&cfg), longest)?;
     let quiet = quiet || args.format == Format::Json;
-    let bar = crate::bench::progress_bar(quiet, "trials");
+    let bar = crate::common::progress_bar(quiet, "trials");
     bar.set_length(args.chunks.len() as u64 * args.trials);
     let (mut trials, mut skipped) = (Vec::new(), 0);
     for &c in &args.chunks {

@@ -364,8 +364,46 @@ impl LlamaConfig {
         Ok(())
     }
 
+    /// Bytes of keys and values one position takes in every layer's cache, at
+    /// `bytes_per_value` bytes per number.
+    pub fn kv_bytes_per_position(&self, bytes_per_value: usize) -> usize {
+        self.num_hidden_layers * 2 * self.num_key_value_heads * self.head_dim * bytes_per_value
+    }
+
+    /// Bytes the FocusLLM chunk caches take for an input of `len` tokens read with `focus`:
+    /// every memory token and each chunk's dynamic prompt, `sum_j (s_j + p)` positions.
+    pub fn chunk_cache_bytes(
+        &self,
+        focus: &focus_core::FocusConfig,
+        len: usize,
+        bytes_per_value: usize,
+    ) -> usize {
+        let memory = len.saturating_sub(focus.local_window);
+        let chunks = memory.div_ceil(focus.chunk_len);
+        (memory + chunks * focus.prompt_len()) * self.kv_bytes_per_position(bytes_per_value)
+    }
+
     /// Repetition factor of the key/value heads (grouped-query attention).
     pub fn kv_groups(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_of_the_default_model() {
+        let cfg = LlamaConfig::smollm2_135m();
+        // 30 layers x (K and V) x 3 heads x 64 dims x 4 bytes.
+        assert_eq!(cfg.kv_bytes_per_position(4), 46_080);
+        // 10,000 tokens, W = S = 2048, p = 512: 7,952 memory tokens in 4 chunks, each with
+        // a 512-token prompt: 10,000 positions.
+        let focus = focus_core::FocusConfig::default();
+        assert_eq!(cfg.chunk_cache_bytes(&focus, 10_000, 4), 10_000 * 46_080);
+        assert_eq!(cfg.chunk_cache_bytes(&focus, 2_048, 4), 0, "no memory");
+        // 135M parameters with tied embeddings (SmolLM2-135M's published count: 134,515,008).
+        assert_eq!(cfg.num_params(), Some(134_515_008));
     }
 }

@@ -122,15 +122,15 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
     {
         bail!("--heatmap {} must end in .png", p.display());
     }
-    let (loaded, _device) = load_model(&args.model, true)?;
+    let (loaded, device) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
     let modes = args.eval.modes(&cfg)?;
     let longest = lens.iter().copied().max().unwrap_or(0);
-    crate::common::check_memory(&args.model, model.config(), Some(&cfg), longest)?;
+    crate::common::check_memory(&device, model.config(), Some(&cfg), longest)?;
     let quiet = quiet || args.eval.format == Format::Json;
     let total = modes.len() * lens.len() * args.depths.len() * args.trials as usize;
-    let bar = crate::bench::progress_bar(quiet, "trials");
+    let bar = crate::common::progress_bar(quiet, "trials");
     bar.set_length(total as u64);
     let mut trials = Vec::new();
     let mut skipped = Vec::new();
@@ -209,9 +209,9 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
         (n > 0).then(|| v.iter().map(|c| c.accuracy * c.trials as f64).sum::<f64>() / n as f64)
     };
     if let Some(path) = &args.heatmap {
-        let panels: Vec<crate::heatmap::Panel> = names
+        let panels: Vec<crate::plot::Panel> = names
             .iter()
-            .map(|&mode| crate::heatmap::Panel {
+            .map(|&mode| crate::plot::Panel {
                 title: mode.to_string(),
                 values: lens
                     .iter()
@@ -227,7 +227,7 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
             cfg.local_window,
             cfg.chunk_len
         );
-        crate::heatmap::draw(path, &title, &cols, &rows, &panels)?;
+        crate::plot::draw(path, &title, &cols, &rows, &panels)?;
     }
     let mut out = std::io::stdout().lock();
     match args.eval.format {

@@ -1,4 +1,5 @@
-//! Accuracy heatmaps (PNG) drawn with plotters.
+//! PNG charts drawn with plotters: accuracy heatmaps (`passkey`, `niah`) and line charts
+//! (`plot-log`).
 
 use std::path::Path;
 
