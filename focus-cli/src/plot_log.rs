@@ -27,7 +27,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut train = Vec::new();
     let mut eval = (Vec::new(), Vec::new(), Vec::new());
     for (i, l) in text.lines().enumerate() {
-        let line: focus_train::trainer::LogLine = serde_json::from_str(l)
+        let line: focus_train::checkpoint::LogLine = serde_json::from_str(l)
             .map_err(|e| anyhow::anyhow!("{} line {}: {e}", log.display(), i + 1))?;
         let x = line.step as f64;
         if line.kind == "train" {

@@ -227,7 +227,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     }
     if args.resume {
         // A broken checkpoint is reported before the data and the model are read.
-        focus_train::run::check_checkpoint(&RunDir(args.out.clone()))?;
+        focus_train::checkpoint::check_checkpoint(&RunDir(args.out.clone()))?;
     }
     let texts = read_texts(&args.data)?;
     let held = if args.eval_data.is_empty() {

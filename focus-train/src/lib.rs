@@ -2,20 +2,24 @@
 //! with the continuation and repetition losses, the base decoder frozen. Evaluation during
 //! training is held-out loss, plus whatever [`Probe`] the caller hands in.
 //!
+//! - [`config`]: the settings of a run (objectives, schedule, curriculum).
 //! - [`data`]: text files to packed token sequences.
-//! - [`sample`]: where the local span and the memory sit in a sequence (spec §4.2).
-//! - [`step`]: the loss of one example, with the chunk keys computed without autodiff.
+//! - [`example`]: where the local span and the memory sit in a sequence (spec §4.2).
+//! - [`loss`]: the loss of one example, with the chunk keys computed without autodiff.
 //! - [`synth`]: retrieval-shaped documents (a fact hidden in a haystack, a cue at the end).
-//! - [`trainer`] and [`run`]: settings, schedule, the loop, evaluation, checkpoints.
+//! - [`train`]: the loop, held-out evaluation and the caller's [`Probe`].
+//! - [`checkpoint`]: the run folder, its log and the checkpoint `--resume` continues.
 
+pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod error;
-pub mod run;
-pub mod sample;
-pub mod step;
+pub mod example;
+pub mod loss;
 pub mod synth;
-pub mod trainer;
+pub mod train;
 
+pub use checkpoint::{LogLine, RunDir};
+pub use config::{Objective, Schedule, TrainConfig};
 pub use error::{Error, Result};
-pub use run::{Data, Probe, RetrievalSource, RunOptions, train};
-pub use trainer::{Objective, RunDir, Schedule, TrainConfig};
+pub use train::{Data, Probe, RetrievalSource, RunOptions, train};

@@ -11,7 +11,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use crate::error::{Error, Result};
-use crate::sample::{Example, LossKind};
+use crate::example::{Example, LossKind};
 
 /// A fact and a way to ask for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,12 +8,12 @@ use burn::prelude::*;
 use focus_core::CondensingModel;
 use focus_model::{LlamaForCausalLM, load};
 use focus_tests::{Reference, device, fixture, max_abs, max_abs_diff, values};
-use focus_train::sample::{Example, LossKind};
-use focus_train::step::{example_loss, local_input};
-use focus_train::trainer::set_trainable;
+use focus_train::example::{Example, LossKind};
+use focus_train::loss::{example_loss, local_input};
+use focus_train::train::set_trainable;
 
 use crate::focus_fidelity::tiny_focus;
-use focus_train::trainer::step_rng;
+use focus_train::config::step_rng;
 use focus_train::{Data, Objective, RunDir, RunOptions, Schedule, TrainConfig, train};
 use rand::RngExt;
 
@@ -181,9 +181,9 @@ fn several_targets_equal_the_decoding_steps() {
             chunk_len,
             targets,
         };
-        let mut cache = focus_train::step::ChunkKvCache::new(1 << 16);
+        let mut cache = focus_train::loss::ChunkKvCache::new(1 << 16);
         let (loss, work) =
-            focus_train::step::example_loss_with(&model, &model, &x, &ex, 512, None, &mut cache);
+            focus_train::loss::example_loss_with(&model, &model, &x, &ex, 512, None, &mut cache);
         assert_eq!(work.targets, targets);
         let cfg = focus_core::FocusConfig::new(len, chunk_len);
         let end = start + len;
@@ -204,7 +204,7 @@ fn several_targets_equal_the_decoding_steps() {
         worst = worst.max((scalar(loss) - mean).abs());
         // The same example again: every chunk's keys come from the cache.
         let (again, w2) =
-            focus_train::step::example_loss_with(&model, &model, &x, &ex, 512, None, &mut cache);
+            focus_train::loss::example_loss_with(&model, &model, &x, &ex, 512, None, &mut cache);
         assert_eq!(w2.chunk_tokens, 0, "all chunks cached");
         assert_eq!(scalar(again), scalar(example_loss(&model, &model, &x, &ex)));
     }
@@ -427,7 +427,7 @@ fn a_killed_run_resumes_exactly() {
     train(tiny(), &cfg, &data, &run, &opts, None, |_| {}).unwrap();
     // Killed after step 3: the checkpoint is the one of step 2.
     assert_eq!(
-        focus_train::run::read_state(&run.checkpoint())
+        focus_train::checkpoint::read_state(&run.checkpoint())
             .unwrap()
             .step,
         2

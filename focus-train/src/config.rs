@@ -1,21 +1,13 @@
-//! The training loop: AdamW on the candidate projections (or their low-rank updates),
-//! warm-up and decay, global gradient-norm clipping, gradient accumulation over the
-//! sequences of a step, periodic held-out evaluation, a JSON-lines log, and atomic
-//! checkpoints from which `resume` continues exactly.
-//!
-//! Every random choice of step `t` comes from a generator seeded with `(seed, t)`, so
-//! the state to restore is the step number, the weights and the optimizer moments.
+//! The settings of a training run: objectives, schedule, batch, curriculum, and the
+//! examples they draw. Every random choice of step `t` comes from a generator seeded with
+//! `(seed, t)` ([`step_rng`]).
 
-use std::path::PathBuf;
-
-use burn::module::{Module, ParamId};
-use focus_model::LlamaForCausalLM;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::sample::{Example, LossKind, sample};
+use crate::example::{Example, LossKind, sample};
 
 /// Which objectives each sequence contributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,97 +213,4 @@ impl TrainConfig {
 /// The generator of step `t`.
 pub fn step_rng(seed: u64, t: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-/// One line of the JSON-lines log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LogLine {
-    /// Steps done.
-    pub step: usize,
-    /// `train` or `eval`.
-    pub kind: String,
-    /// Mean loss (nats) over the examples.
-    pub loss: f64,
-    /// Mean continuation loss, if any.
-    pub continuation: Option<f64>,
-    /// Mean repetition loss, if any.
-    pub repetition: Option<f64>,
-    /// Mean loss on retrieval documents, if any.
-    #[serde(default)]
-    pub retrieval: Option<f64>,
-    /// Learning rate used (train lines).
-    pub lr: Option<f64>,
-    /// Gradient norm before clipping (train lines).
-    pub grad_norm: Option<f64>,
-    /// Tokens read by the model in this step or evaluation.
-    pub tokens: usize,
-    /// Supervised tokens of the step (train lines).
-    #[serde(default)]
-    pub targets: Option<usize>,
-    /// Wall time of the step or evaluation, seconds.
-    pub seconds: f64,
-    /// Of a train step's time: frozen passes, tracked forward passes, backward passes.
-    #[serde(default)]
-    pub split: Option<[f64; 3]>,
-    /// The score of the run's [`Probe`](crate::run::Probe) (eval lines, when one is given;
-    /// the CLI's is a passkey accuracy, whence the name in the log).
-    #[serde(rename = "passkey")]
-    pub probe: Option<f64>,
-}
-
-/// Saved with each checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct State {
-    /// Steps done.
-    pub step: usize,
-    /// The run's settings.
-    pub config: TrainConfig,
-}
-
-/// Where a run keeps its files.
-#[derive(Debug, Clone)]
-pub struct RunDir(pub PathBuf);
-
-impl RunDir {
-    /// The latest checkpoint folder.
-    pub fn checkpoint(&self) -> PathBuf {
-        self.0.join("checkpoint")
-    }
-    /// The JSON-lines log.
-    pub fn log(&self) -> PathBuf {
-        self.0.join("log.jsonl")
-    }
-}
-
-/// Parameter ids of what trains (see `LlamaForCausalLM::fix_candidate_param_ids`).
-pub fn trainable_ids(model: &LlamaForCausalLM) -> Vec<ParamId> {
-    let mut ids = Vec::new();
-    for layer in &model.model.layers {
-        for (p, l) in layer.self_attn.candidate_slots() {
-            match (p, l) {
-                (_, Some(l)) => ids.extend([l.lora_a.id, l.lora_b.id]),
-                (Some(p), None) => ids.push(p.weight.id),
-                (None, None) => {}
-            }
-        }
-    }
-    ids
-}
-
-/// Freezes everything but the candidate projections (or, in low-rank mode, their updates).
-pub fn set_trainable(model: LlamaForCausalLM) -> LlamaForCausalLM {
-    let mut model = model.no_grad();
-    let low_rank = model.low_rank().is_some();
-    for layer in &mut model.model.layers {
-        for (p, l) in layer.self_attn.candidate_slots_mut() {
-            if low_rank {
-                if let Some(u) = l.take() {
-                    *l = Some(u.set_require_grad(true));
-                }
-            } else if let Some(lin) = p.take() {
-                *p = Some(lin.set_require_grad(true));
-            }
-        }
-    }
-    model
 }

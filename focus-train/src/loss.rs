@@ -21,7 +21,7 @@ use focus_core::{CondensingModel, FocusConfig, Plan};
 use focus_model::model::ids_tensor;
 use focus_model::{Candidates, LayerKv, LlamaForCausalLM, Rows};
 
-use crate::sample::Example;
+use crate::example::Example;
 
 impl Example {
     /// The example as a plan over `x`: memory `x[..memory_end]`, local window the span,

@@ -1,22 +1,28 @@
-//! Running a training: the loop, evaluation and checkpoints.
+//! The training loop: AdamW on the candidate projections (or their low-rank updates),
+//! warm-up and decay, global gradient-norm clipping, gradient accumulation over the
+//! sequences of a step, periodic held-out evaluation with an optional [`Probe`], the log,
+//! and checkpoints (`crate::checkpoint`).
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::module::{Module, ParamId};
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use focus_core::FocusConfig;
 use focus_model::{LlamaForCausalLM, Tokenizer};
 use rand::RngExt;
 
+use crate::checkpoint::{
+    LogLine, RunDir, State, check_checkpoint, ckpt_err, save_checkpoint, truncate_log,
+};
+use crate::config::{TrainConfig, step_rng};
 use crate::error::{Error, Result};
-use crate::sample::{Example, LossKind};
-use crate::step::{ChunkKvCache, Work, example_loss_with};
+use crate::example::{Example, LossKind};
+use crate::loss::{ChunkKvCache, Work, example_loss_with};
 use crate::synth::{Haystack, Layout, document};
-use crate::trainer::{LogLine, RunDir, State, TrainConfig, set_trainable, step_rng, trainable_ids};
 
 /// Packed sequences for training and held-out evaluation, and what retrieval documents
 /// are made of.
@@ -119,91 +125,6 @@ pub struct RunOptions {
     pub init: Option<PathBuf>,
 }
 
-fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    }
-}
-
-/// Writes the checkpoint of `model` (tracked or not) after `step` steps, atomically: a
-/// fresh folder is filled, then renamed over the previous checkpoint.
-fn save_checkpoint(
-    dir: &RunDir,
-    model: &LlamaForCausalLM,
-    optim: &ModuleOptimizer,
-    state: &State,
-) -> Result<()> {
-    let tmp = dir.0.join("checkpoint.tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
-    let plain = model.valid();
-    if plain.low_rank().is_some() {
-        plain.save_low_rank(&tmp.join("candidates.safetensors"))?;
-    } else {
-        plain.save_candidate_projections(&tmp.join("candidates.safetensors"))?;
-    }
-    let opt_path = tmp.join("optimizer.bpk");
-    optim
-        .save(&opt_path)
-        .map_err(|e| ckpt_err(&opt_path, format!("{e:?}")))?;
-    let json = serde_json::to_string_pretty(state).expect("state serialises");
-    std::fs::write(tmp.join("state.json"), json).map_err(Error::io(&tmp))?;
-    let ckpt = dir.checkpoint();
-    let old = dir.0.join("checkpoint.old");
-    if ckpt.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(&ckpt, &old).map_err(Error::io(&ckpt))?;
-    }
-    std::fs::rename(&tmp, &ckpt).map_err(Error::io(&ckpt))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
-}
-
-/// Checks, before anything is loaded, that `dir` holds a checkpoint to resume from: its
-/// state reads, its candidate weights are a whole safetensors file, its optimizer state is
-/// there. A run killed between the two renames of [`save_checkpoint`] left only
-/// `checkpoint.old`, which is put back first. Returns the state.
-pub fn check_checkpoint(dir: &RunDir) -> Result<State> {
-    let ckpt = dir.checkpoint();
-    let old = dir.0.join("checkpoint.old");
-    if !ckpt.exists() && old.is_dir() {
-        std::fs::rename(&old, &ckpt).map_err(Error::io(&ckpt))?;
-    }
-    let state = read_state(&ckpt)?;
-    let cands = ckpt.join("candidates.safetensors");
-    let bytes = std::fs::read(&cands).map_err(|e| ckpt_err(&cands, e))?;
-    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(&cands, e))?;
-    let opt = ckpt.join("optimizer.bpk");
-    std::fs::metadata(&opt).map_err(|e| ckpt_err(&opt, e))?;
-    Ok(state)
-}
-
-/// Reads the state of a checkpoint folder.
-pub fn read_state(ckpt: &Path) -> Result<State> {
-    let path = ckpt.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| ckpt_err(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| ckpt_err(&path, e))
-}
-
-/// Keeps the log lines of steps `<= step` (after a resume).
-fn truncate_log(path: &Path, step: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| serde_json::from_str::<LogLine>(l).is_ok_and(|x| x.step <= step))
-        .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(
-        &tmp,
-        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )
-    .map_err(Error::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))
-}
-
 fn summarize(step: usize, kind: &str, losses: &[(LossKind, f64)]) -> LogLine {
     let mean = |k: Option<LossKind>| {
         let v: Vec<f64> = losses
@@ -247,7 +168,7 @@ pub fn evaluate(
     let mut losses = Vec::new();
     let mut tokens = 0;
     let both = TrainConfig {
-        objective: crate::trainer::Objective::Both,
+        objective: crate::config::Objective::Both,
         spans: 1,
         ..cfg.clone()
     };
@@ -475,4 +396,37 @@ pub fn train(
         }
     }
     Ok(model.valid())
+}
+
+/// Parameter ids of what trains (see `LlamaForCausalLM::fix_candidate_param_ids`).
+pub fn trainable_ids(model: &LlamaForCausalLM) -> Vec<ParamId> {
+    let mut ids = Vec::new();
+    for layer in &model.model.layers {
+        for (p, l) in layer.self_attn.candidate_slots() {
+            match (p, l) {
+                (_, Some(l)) => ids.extend([l.lora_a.id, l.lora_b.id]),
+                (Some(p), None) => ids.push(p.weight.id),
+                (None, None) => {}
+            }
+        }
+    }
+    ids
+}
+
+/// Freezes everything but the candidate projections (or, in low-rank mode, their updates).
+pub fn set_trainable(model: LlamaForCausalLM) -> LlamaForCausalLM {
+    let mut model = model.no_grad();
+    let low_rank = model.low_rank().is_some();
+    for layer in &mut model.model.layers {
+        for (p, l) in layer.self_attn.candidate_slots_mut() {
+            if low_rank {
+                if let Some(u) = l.take() {
+                    *l = Some(u.set_require_grad(true));
+                }
+            } else if let Some(lin) = p.take() {
+                *p = Some(lin.set_require_grad(true));
+            }
+        }
+    }
+    model
 }
