@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use focus_core::FocusConfig;
-use focus_model::{LlamaConfig, Loaded, load};
+use focus_model::{LlamaConfig, Loaded, Message, load};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Model and device options.
@@ -167,6 +167,33 @@ pub fn read_text(path: &std::path::Path) -> Result<String> {
 }
 
 impl InputArgs {
+    /// The prompt as a chat: the text as the user's turn (after a `system` turn when given),
+    /// rendered with the model's chat template, the assistant's turn opened, tokenised with
+    /// special tokens recognised and nothing added (the template places BOS where the model
+    /// wants it).
+    pub fn chat_ids(&self, loaded: &Loaded, system: Option<&str>) -> Result<Vec<u32>> {
+        let Some(template) = &loaded.chat_template else {
+            bail!("--chat: the model carries no chat template");
+        };
+        let text = match (&self.prompt, &self.prompt_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(p)) => read_text(p)?,
+            _ => {
+                bail!("--chat takes the text of a turn (--prompt or --prompt-file), not token ids")
+            }
+        };
+        if text.trim().is_empty() {
+            bail!("the prompt is empty");
+        }
+        let mut messages: Vec<Message> = system
+            .map(|s| Message::new("system", s))
+            .into_iter()
+            .collect();
+        messages.push(Message::new("user", text));
+        let rendered = template.render(&messages, true)?;
+        Ok(loaded.tokenizer.encode(&rendered, false)?)
+    }
+
     /// The token ids of the input (BOS first when the text is tokenised).
     pub fn ids(&self, loaded: &Loaded) -> Result<Vec<u32>> {
         let ids = if let Some(path) = &self.prompt_ids {

@@ -33,6 +33,13 @@ pub struct Args {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Treat the prompt as the user's turn of a chat, rendered with the model's own chat
+    /// template (generation stops at the end of the assistant's turn).
+    #[arg(long)]
+    pub chat: bool,
+    /// A system turn before the user's (with `--chat`).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     /// Output: `text` streams tokens; `json` prints one object at the end.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -80,7 +87,11 @@ fn top_k(v: &[f32], k: usize) -> Vec<(u32, f32)> {
 pub fn run(args: Args, quiet: bool) -> Result<()> {
     let (loaded, device) = load_model(&args.model, !args.no_focus)?;
     let cfg = loaded.model.config();
-    let ids = args.input.ids(&loaded)?;
+    let ids = if args.chat {
+        args.input.chat_ids(&loaded, args.system.as_deref())?
+    } else {
+        args.input.ids(&loaded)?
+    };
     if args.no_focus && ids.len() + args.max_new_tokens > cfg.max_position_embeddings {
         anyhow::bail!(
             "{} input tokens plus {} new ones exceed the model's context ({} positions); drop --no-focus to use FocusLLM memory",
@@ -124,7 +135,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let mut failure: Option<anyhow::Error> = None;
     let t1 = Instant::now();
     let generated = session.generate(first, &mut sampler, args.max_new_tokens, &eos, |token| {
-        if args.format != Format::Text {
+        // The end-of-sequence token ends the text; it is not part of it.
+        if args.format != Format::Text || eos.contains(&token) {
             return true;
         }
         so_far.push(token);
@@ -154,7 +166,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         return Err(e);
     }
     let decode_s = t1.elapsed().as_secs_f64();
-    let text = loaded.tokenizer.decode(&generated)?;
+    let shown = match generated.split_last() {
+        Some((last, rest)) if eos.contains(last) => rest,
+        _ => &generated[..],
+    };
+    let text = loaded.tokenizer.decode(shown)?;
     match args.format {
         Format::Text => {
             if let Some(rest) = text.strip_prefix(printed.as_str()) {

@@ -221,3 +221,25 @@ fn corrupt_checkpoints_and_interrupted_runs() {
         }
     }
 }
+
+#[test]
+fn chat_uses_the_models_template_or_says_there_is_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = tiny();
+    #[rustfmt::skip]
+    fails(&["generate", "--model", &t, "--chat", "--prompt", "hi"], "--chat: the model carries no chat template");
+    let m = tiny_with(dir.path(), "chat", |_| {});
+    let tpl = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+               {% if add_generation_prompt %}assistant:{% endif %}";
+    let cfg = serde_json::json!({ "chat_template": tpl });
+    std::fs::write(Path::new(&m).join("tokenizer_config.json"), cfg.to_string()).expect("write");
+    #[rustfmt::skip]
+    let out = crate::common::ok(&["generate", "--model", &m, "--chat", "--system", "be brief", "--prompt", "hi",
+                                  "--max-new-tokens", "2", "--format", "json"]);
+    // "<s>system: be brief\n<s>user: hi\nassistant:": two special tokens and 36 bytes, one
+    // token each in the tiny byte-level vocabulary, no BOS added.
+    let report = crate::common::json(&out);
+    assert_eq!(report["plan"]["input_tokens"], 38, "{report}");
+    #[rustfmt::skip]
+    fails(&["generate", "--model", &m, "--chat", "--prompt", "  "], "the prompt is empty");
+}

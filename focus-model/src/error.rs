@@ -30,6 +30,9 @@ pub enum Error {
     /// The tokenizer could not be built or used.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A chat template could not be read or rendered.
+    #[error("chat template: {0}")]
+    Chat(String),
     /// Something about the input (ids, lengths) is invalid.
     #[error("invalid input: {0}")]
     Input(String),

@@ -7,7 +7,9 @@
 //!   layer may carry the FocusLLM candidate projections `beacon_{q,k,v,o}_proj`.
 //! - [`load`]: an HF directory (safetensors) or a GGUF file, strictly checked.
 //! - [`Tokenizer`]: `tokenizer.json`, or the vocabulary stored in a GGUF file.
+//! - [`ChatTemplate`]: the model's own chat template, rendered as transformers does.
 
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod focus;
@@ -18,6 +20,7 @@ pub mod rope;
 pub mod tokenizer;
 pub mod weights;
 
+pub use chat::{ChatTemplate, Message};
 pub use config::{HfLlamaConfig, LlamaConfig};
 pub use error::{Error, Result};
 pub use focus::Candidates;

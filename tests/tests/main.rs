@@ -1,5 +1,6 @@
 //! One integration-test binary (linking burn once).
 //!
+//! - `chat`: chat templates against Jinja2.
 //! - `parity_tiny`: a seeded random GQA Llama against transformers, layer by layer.
 //! - `parity_smollm2`: the real default model (GGUF) against transformers.
 //! - `gguf`: dequantisation against gguf-py, and malformed files.
@@ -9,6 +10,7 @@
 //! - `precision`: f16 and bf16 against the f32 references, each in a process of its own.
 //! - `training`: the training loss, step, resume and low-rank updates on the tiny model.
 
+mod chat;
 mod focus_fidelity;
 mod gguf;
 mod loading;

@@ -10,6 +10,7 @@ use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurn
 use burn::tensor::{Bytes, DType};
 
 use super::{Loaded, check, float_dtype};
+use crate::chat::ChatTemplate;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
@@ -185,5 +186,10 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Loaded> {
     let result = model.apply(tensors, None, Some(adapter), false);
     check(&[result])?;
     let tokenizer = Tokenizer::from_gguf(&g)?;
-    Ok(Loaded { model, tokenizer })
+    let chat_template = ChatTemplate::from_gguf(&g)?;
+    Ok(Loaded {
+        model,
+        tokenizer,
+        chat_template,
+    })
 }

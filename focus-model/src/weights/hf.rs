@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 
 use super::{Loaded, apply_safetensors, check};
+use crate::chat::ChatTemplate;
 use crate::config::HfLlamaConfig;
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
@@ -75,5 +76,10 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
         cfg.bos_token_id,
         cfg.eos_token_ids.clone(),
     )?;
-    Ok(Loaded { model, tokenizer })
+    let chat_template = ChatTemplate::from_hf_dir(dir)?;
+    Ok(Loaded {
+        model,
+        tokenizer,
+        chat_template,
+    })
 }

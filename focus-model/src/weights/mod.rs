@@ -12,6 +12,7 @@ use burn::store::{
 };
 use burn::tensor::DType;
 
+use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::model::LlamaForCausalLM;
 use crate::tokenizer::Tokenizer;
@@ -27,6 +28,8 @@ pub use hf::load_hf_dir;
 pub struct Loaded {
     pub model: LlamaForCausalLM,
     pub tokenizer: Tokenizer,
+    /// The model's chat template, when its files carry one.
+    pub chat_template: Option<ChatTemplate>,
 }
 
 /// Loads a model from a path: a `.gguf` file or an HF model directory.
