@@ -11,6 +11,7 @@ mod plot_log;
 mod ppl;
 mod probe;
 mod retrieval;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     Train(train::Args),
     /// Draw the loss curves of a training run (RUN/log.jsonl) to a PNG.
     PlotLog(plot_log::Args),
+    /// Serve the model over HTTP with the OpenAI API (chat and text completions,
+    /// streaming or not), FocusLLM settings per request.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => probe::run(a, cli.quiet),
         Command::Train(a) => train::run(a, cli.quiet),
         Command::PlotLog(a) => plot_log::run(a),
+        Command::Serve(a) => serve::run(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,91 @@
+//! The model's thread: one loaded model, requests taken one at a time from a bounded queue,
+//! tokens sent back as they come. A request whose client has gone (its receiver dropped)
+//! stops at the next token.
+
+use focus_core::{CondensingModel, Reading, Sampler, Session};
+use focus_model::Loaded;
+use tokio::sync::mpsc;
+
+/// One generation to run.
+#[derive(Debug)]
+pub struct Job {
+    pub ids: Vec<u32>,
+    pub reading: Reading,
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub reply: mpsc::Sender<Event>,
+}
+
+/// What the worker sends back for a job.
+#[derive(Debug)]
+pub enum Event {
+    /// New text (whole characters only).
+    Text(String),
+    /// The end: why, and the number of generated tokens.
+    Done {
+        finish_reason: &'static str,
+        tokens: usize,
+    },
+    /// The job failed.
+    Failed(String),
+}
+
+/// Runs jobs until the queue closes.
+pub fn run(loaded: Loaded, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(job) = jobs.blocking_recv() {
+        if let Err(e) = serve_one(&loaded, &job) {
+            let _ = job.reply.blocking_send(Event::Failed(e.to_string()));
+        }
+    }
+}
+
+fn serve_one(loaded: &Loaded, job: &Job) -> anyhow::Result<()> {
+    let model = &loaded.model;
+    let tok = &loaded.tokenizer;
+    let eos = tok.eos_ids().to_vec();
+    let bos = model.config().bos_token_id;
+    let (mut session, logits) = Session::read(model, job.reading, bos, &job.ids, |_, _| {})?;
+    let first = model.logits_row(logits);
+    let mut sampler = Sampler::new(job.temperature, job.top_p, job.seed);
+    let (mut text_ids, mut sent) = (Vec::new(), String::new());
+    let mut gone = false;
+    let out = session.generate(first, &mut sampler, job.max_tokens, &eos, |token| {
+        if eos.contains(&token) {
+            return true;
+        }
+        text_ids.push(token);
+        let Ok(text) = tok.decode(&text_ids) else {
+            return true;
+        };
+        if let Some(new) = text.strip_prefix(sent.as_str())
+            && !new.is_empty()
+            && !new.ends_with('\u{FFFD}')
+        {
+            if job
+                .reply
+                .blocking_send(Event::Text(new.to_string()))
+                .is_err()
+            {
+                gone = true;
+                return false;
+            }
+            sent = text;
+        }
+        true
+    });
+    if gone {
+        tracing::info!(
+            "the client left after {} tokens; generation stopped",
+            out.len()
+        );
+        return Ok(());
+    }
+    let stopped = out.last().is_some_and(|t| eos.contains(t));
+    let _ = job.reply.blocking_send(Event::Done {
+        finish_reason: if stopped { "stop" } else { "length" },
+        tokens: out.len(),
+    });
+    Ok(())
+}
