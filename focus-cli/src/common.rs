@@ -168,9 +168,7 @@ pub fn read_text(path: &std::path::Path) -> Result<String> {
 
 impl InputArgs {
     /// The prompt as a chat: the text as the user's turn (after a `system` turn when given),
-    /// rendered with the model's chat template, the assistant's turn opened, tokenised with
-    /// special tokens recognised and nothing added (the template places BOS where the model
-    /// wants it).
+    /// with the assistant's turn opened ([`focus_model::ChatTemplate::prompt_ids`]).
     pub fn chat_ids(&self, loaded: &Loaded, system: Option<&str>) -> Result<Vec<u32>> {
         let Some(template) = &loaded.chat_template else {
             bail!("--chat: the model carries no chat template");
@@ -190,8 +188,7 @@ impl InputArgs {
             .into_iter()
             .collect();
         messages.push(Message::new("user", text));
-        let rendered = template.render(&messages, true)?;
-        Ok(loaded.tokenizer.encode(&rendered, false)?)
+        Ok(template.prompt_ids(&loaded.tokenizer, &messages)?)
     }
 
     /// The token ids of the input (BOS first when the text is tokenised).
@@ -236,17 +233,28 @@ pub fn temp_file() -> tempfile::Builder<'static, 'static> {
     b
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+/// "cannot write PATH: the operating system's reason".
+fn cannot_write(path: &std::path::Path, e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot write {}: {}", path.display(), plain(e))
+}
+
+/// A temporary file (name ending in `suffix`) in the folder of `path`, to be renamed over it.
+pub fn temp_beside(path: &std::path::Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let cannot =
-        |e: std::io::Error| anyhow::anyhow!("cannot write {}: {}", path.display(), plain(e));
-    let mut tmp = temp_file().tempfile_in(dir).map_err(cannot)?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(cannot)?;
-    tmp.persist(path).map_err(|e| cannot(e.error))?;
+    temp_file()
+        .suffix(suffix)
+        .tempfile_in(dir)
+        .map_err(|e| cannot_write(path, e))
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = temp_beside(path, "")?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| cannot_write(path, e))?;
+    tmp.persist(path).map_err(|e| cannot_write(path, e.error))?;
     Ok(())
 }
 
@@ -256,13 +264,7 @@ pub fn check_writable(path: &std::path::Path) -> Result<()> {
     if path.is_dir() {
         bail!("cannot write {}: it is a folder", path.display());
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    temp_file()
-        .tempfile_in(dir)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), plain(e)))?;
+    temp_beside(path, "")?;
     Ok(())
 }
 

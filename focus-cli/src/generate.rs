@@ -128,8 +128,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let top_logits = top_k(&first, 20);
     let mut sampler = Sampler::new(args.temperature, args.top_p, args.seed);
     let eos = loaded.tokenizer.eos_ids().to_vec();
-    let mut so_far = Vec::new();
-    let mut printed = String::new();
+    let mut stream = loaded.tokenizer.stream();
     let mut out = std::io::stdout().lock();
     // Streaming: text is printed as soon as it is whole (no half of a multi-byte character).
     let mut failure: Option<anyhow::Error> = None;
@@ -139,18 +138,13 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         if args.format != Format::Text || eos.contains(&token) {
             return true;
         }
-        so_far.push(token);
-        let streamed = loaded
-            .tokenizer
-            .decode(&so_far)
+        let streamed = stream
+            .push(token)
             .map_err(anyhow::Error::from)
-            .and_then(|text| {
-                if let Some(new) = text.strip_prefix(printed.as_str())
-                    && !new.ends_with('\u{FFFD}')
-                {
+            .and_then(|new| {
+                if let Some(new) = new {
                     write!(out, "{new}")?;
                     out.flush()?;
-                    printed = text;
                 }
                 Ok(())
             });
@@ -173,7 +167,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let text = loaded.tokenizer.decode(shown)?;
     match args.format {
         Format::Text => {
-            if let Some(rest) = text.strip_prefix(printed.as_str()) {
+            if let Some(rest) = text.strip_prefix(stream.sent()) {
                 write!(out, "{rest}")?;
             }
             writeln!(out)?;

@@ -49,24 +49,6 @@ fn register_font() -> bool {
     })
 }
 
-/// A temporary `.png` file next to `path` (renamed over it once drawn).
-fn png_tmp(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    crate::common::temp_file()
-        .suffix(".png")
-        .tempfile_in(dir)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot write {}: {}",
-                path.display(),
-                crate::common::plain(e)
-            )
-        })
-}
-
 fn color(v: f64) -> RGBColor {
     // Red (0) through yellow (0.5) to green (1).
     let v = v.clamp(0.0, 1.0);
@@ -92,7 +74,7 @@ pub fn draw(
     let panel_w = cell.0 * cols.len() as i32;
     let width = margin_l + (panel_w + gap) * panels.len() as i32 + 10;
     let height = margin_t + cell.1 * rows.len() as i32 + 50;
-    let tmp = png_tmp(path)?;
+    let tmp = crate::common::temp_beside(path, ".png")?;
     {
         let root =
             BitMapBackend::new(tmp.path(), (width as u32, height as u32)).into_drawing_area();
@@ -183,7 +165,7 @@ pub fn lines(
         anyhow::bail!("nothing to plot");
     }
     let pad = ((y1 - y0) * 0.05).max(1e-3);
-    let tmp = png_tmp(path)?;
+    let tmp = crate::common::temp_beside(path, ".png")?;
     {
         let root = BitMapBackend::new(tmp.path(), (800, 480)).into_drawing_area();
         let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("drawing the chart: {e}");

@@ -39,7 +39,7 @@ impl Reading {
     }
 
     /// The part of `ids` a baseline reads (`None` for FocusLLM, which reads all of it).
-    pub(crate) fn kept<'a>(&self, ids: &'a [u32]) -> Option<&'a [u32]> {
+    pub fn kept<'a>(&self, ids: &'a [u32]) -> Option<&'a [u32]> {
         match *self {
             Self::Focus(_) => None,
             Self::Truncated(w) => Some(&ids[ids.len().saturating_sub(w)..]),

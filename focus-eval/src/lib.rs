@@ -79,8 +79,7 @@ pub fn nll(
             }
             return Ok(out);
         }
-        Reading::Truncated(w) => &context[context.len().saturating_sub(w)..],
-        _ => context,
+        _ => reading.kept(context).unwrap_or(context),
     };
     let mut ids = Vec::with_capacity(input.len() + targets.len() + 1);
     if input[0] != bos {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +126,13 @@ impl ChatTemplate {
             token("bos_token"),
             token("eos_token"),
         )))
+    }
+
+    /// The token ids of `messages` with the assistant's turn opened: the rendered text
+    /// tokenised with special tokens recognised and nothing added (the template places BOS
+    /// where the model wants it).
+    pub fn prompt_ids(&self, tokenizer: &Tokenizer, messages: &[Message]) -> Result<Vec<u32>> {
+        tokenizer.encode(&self.render(messages, true)?, false)
     }
 
     /// Renders `messages`, followed by the opening of the assistant's turn when

@@ -26,5 +26,5 @@ pub use error::{Error, Result};
 pub use focus::Candidates;
 pub use layers::{LayerKv, LowRank, NewKv, Rows};
 pub use model::{Forward, KvCache, LlamaForCausalLM};
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{TextStream, Tokenizer};
 pub use weights::{Loaded, load};

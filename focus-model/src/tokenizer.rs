@@ -156,6 +156,15 @@ impl Tokenizer {
         self.inner.decode(ids, false).map_err(tok_err)
     }
 
+    /// A decoder of generated tokens into text as it becomes whole: see [`TextStream`].
+    pub fn stream(&self) -> TextStream<'_> {
+        TextStream {
+            tokenizer: self,
+            ids: Vec::new(),
+            sent: String::new(),
+        }
+    }
+
     /// The beginning-of-sequence id.
     pub fn bos_id(&self) -> u32 {
         self.bos
@@ -179,5 +188,35 @@ impl Tokenizer {
     /// The underlying `tokenizers` tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+}
+
+/// Generated tokens turned into text piece by piece: each new token gives the text added
+/// since the last piece, held back while it ends in half of a multi-byte character.
+#[derive(Debug)]
+pub struct TextStream<'t> {
+    tokenizer: &'t Tokenizer,
+    ids: Vec<u32>,
+    sent: String,
+}
+
+impl TextStream<'_> {
+    /// The text handed out so far.
+    pub fn sent(&self) -> &str {
+        &self.sent
+    }
+
+    /// Adds `token`; returns the new whole text, if any.
+    pub fn push(&mut self, token: u32) -> Result<Option<String>> {
+        self.ids.push(token);
+        let text = self.tokenizer.decode(&self.ids)?;
+        match text.strip_prefix(self.sent.as_str()) {
+            Some(new) if !new.is_empty() && !new.ends_with('\u{FFFD}') => {
+                let new = new.to_string();
+                self.sent = text;
+                Ok(Some(new))
+            }
+            _ => Ok(None),
+        }
     }
 }

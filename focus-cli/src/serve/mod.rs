@@ -300,10 +300,7 @@ async fn chat(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection
     if req.messages.is_empty() {
         return ApiError::bad_request("messages is empty", Some("messages")).into_response();
     }
-    let ids = match template
-        .render(&req.messages, true)
-        .and_then(|text| s.tokenizer.encode(&text, false))
-    {
+    let ids = match template.prompt_ids(&s.tokenizer, &req.messages) {
         Ok(ids) => ids,
         Err(e) => return ApiError::bad_request(e.to_string(), Some("messages")).into_response(),
     };

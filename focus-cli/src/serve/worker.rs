@@ -49,29 +49,17 @@ fn serve_one(loaded: &Loaded, job: &Job) -> anyhow::Result<()> {
     let (mut session, logits) = Session::read(model, job.reading, bos, &job.ids, |_, _| {})?;
     let first = model.logits_row(logits);
     let mut sampler = Sampler::new(job.temperature, job.top_p, job.seed);
-    let (mut text_ids, mut sent) = (Vec::new(), String::new());
+    let mut stream = tok.stream();
     let mut gone = false;
     let out = session.generate(first, &mut sampler, job.max_tokens, &eos, |token| {
         if eos.contains(&token) {
             return true;
         }
-        text_ids.push(token);
-        let Ok(text) = tok.decode(&text_ids) else {
-            return true;
-        };
-        if let Some(new) = text.strip_prefix(sent.as_str())
-            && !new.is_empty()
-            && !new.ends_with('\u{FFFD}')
+        if let Ok(Some(new)) = stream.push(token)
+            && job.reply.blocking_send(Event::Text(new)).is_err()
         {
-            if job
-                .reply
-                .blocking_send(Event::Text(new.to_string()))
-                .is_err()
-            {
-                gone = true;
-                return false;
-            }
-            sent = text;
+            gone = true;
+            return false;
         }
         true
     });
