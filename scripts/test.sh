@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints and every test, in release, with the
+# The project's test command: formatting, lints, API docs and every test, in release, with the
 # feature set CI uses (CPU `flex` plus the `vulkan`/`wgpu` GPU backends compiled in).
 # Needs the assets: run scripts/fetch-assets.sh first. Each stage prints its elapsed time.
 set -euo pipefail
@@ -13,6 +13,8 @@ stage clippy cargo clippy --release --workspace --all-targets --features "$FEATU
 # The plain `wgpu` feature set (WGSL kernels, no CPU backend) must keep compiling too.
 stage clippy-wgpu cargo clippy --release -p focus-cli -p focus-tests --all-targets \
   --no-default-features --features focus-cli/wgpu,focus-tests/wgpu -- -D warnings
+# API docs of the workspace's crates, with broken links and the like as errors.
+stage doc env RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --features "$FEATURES"
 stage build cargo test --release --workspace --features "$FEATURES" --no-run
 
 log="$(mktemp)"

@@ -20,7 +20,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub focus_weights: Option<PathBuf>,
     /// Device: auto (BURN_DEVICE if set, with the same names; else the CPU when it is
-    /// compiled in), cpu, wgpu, vulkan, metal, cuda[:N]; only the backends compiled into
+    /// compiled in), cpu, wgpu, vulkan, metal, cuda or cuda:N; only the backends compiled into
     /// this binary are available.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -345,4 +345,11 @@ pub fn parse_len(s: &str) -> Result<usize> {
         Ok(n) if n > 0 => Ok(n * mul),
         _ => bail!("bad length {s:?} (use e.g. 512, 2k, 128k)"),
     }
+}
+
+/// How a command prints its results.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
 }

@@ -15,7 +15,7 @@ pub struct EvalArgs {
     pub modes: Vec<String>,
     /// `text` prints a table; `json` prints one JSON object instead.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: crate::generate::Format,
+    pub format: crate::common::Format,
     /// Also write the JSON results to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -1,22 +1,16 @@
 //! `focus`: FocusLLM long-context inference, evaluation and benchmarks on burn.
 
-mod bench;
+mod commands;
 mod common;
 mod device;
 mod eval_args;
-mod generate;
-mod inspect;
 mod plot;
-mod plot_log;
-mod ppl;
-mod probe;
-mod retrieval;
-mod serve;
-mod train;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use commands::{bench, generate, inspect, plot_log, ppl, probe, retrieval, serve, train};
 
 /// FocusLLM: long-context inference for a frozen decoder, by parallel decoding of
 /// memory chunks (Li et al., arXiv 2408.11745).

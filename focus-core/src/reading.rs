@@ -13,8 +13,8 @@ pub enum Reading {
     /// The truncated-context baseline: BOS and the last `window` tokens only (FocusLLM's
     /// local pass without candidates).
     Truncated(usize),
-    /// The plain decoder with full attention over the whole input; only up to the model's
-    /// context length.
+    /// The plain decoder with full attention over the input exactly as tokenized (nothing
+    /// prepended); only up to the model's context length.
     Full,
 }
 
@@ -29,12 +29,12 @@ impl Reading {
     }
 
     /// Whether an input of `len` tokens followed by `extra` more fits a model of
-    /// `max_positions` positions when read this way (BOS included).
+    /// `max_positions` positions when read this way (the truncated window's BOS included).
     pub fn fits(&self, max_positions: usize, len: usize, extra: usize) -> bool {
         match self {
             Self::Focus(_) => true,
             Self::Truncated(w) => (*w).min(len) + 1 + extra <= max_positions,
-            Self::Full => len + 1 + extra <= max_positions,
+            Self::Full => len + extra <= max_positions,
         }
     }
 

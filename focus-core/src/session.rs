@@ -83,8 +83,9 @@ impl<M: CondensingModel> std::fmt::Debug for Session<'_, M> {
 
 impl<'m, M: CondensingModel> Session<'m, M> {
     /// Reads `ids` as `reading` says and returns the session and the next-token logits.
-    /// The baselines run the plain decoder on BOS and the tokens they keep (BOS is not
-    /// repeated when the kept part starts with it).
+    /// Full attention reads exactly `ids`, as the tokenizer gave them (BOS only where the
+    /// tokenizer adds one). The truncated baseline is FocusLLM's local pass without memory:
+    /// BOS and the last `window` tokens (BOS is not repeated when they start with it).
     ///
     /// `progress` is called after each chunk batch with (chunks done, total).
     pub fn read(
@@ -103,7 +104,7 @@ impl<'m, M: CondensingModel> Session<'m, M> {
             .last()
             .ok_or_else(|| Error::Input("empty input".into()))?;
         let mut input = Vec::with_capacity(kept.len() + 1);
-        if kept[0] != bos {
+        if matches!(reading, Reading::Truncated(_)) && kept[0] != bos {
             input.push(bos);
         }
         input.extend_from_slice(kept);

@@ -236,10 +236,11 @@ fn baselines_read_the_kept_tokens_with_the_plain_decoder() {
     let (s, logits) = Session::read(&fake, Reading::Truncated(30), BOS, &ids, |_, _| {}).unwrap();
     assert!(s.plan().is_none() && !s.uses_memory());
     assert_eq!(logits, 31, "BOS and the last 30 tokens");
+    // Full attention reads the ids as given: no BOS is added where the input has none.
     let (_, logits) = Session::read(&fake, Reading::Full, BOS, &ids[1..], |_, _| {}).unwrap();
-    assert_eq!(logits, 100, "BOS and every token");
+    assert_eq!(logits, 99, "every token, nothing prepended");
     let (_, logits) = Session::read(&fake, Reading::Full, BOS, &ids, |_, _| {}).unwrap();
-    assert_eq!(logits, 100, "no second BOS");
+    assert_eq!(logits, 100, "the input's own BOS, not a second one");
     assert!(fake.local_calls.borrow().is_empty() && fake.batch_sizes.borrow().is_empty());
     let (s, _) = Session::read(
         &fake,
@@ -251,4 +252,5 @@ fn baselines_read_the_kept_tokens_with_the_plain_decoder() {
     .unwrap();
     assert!(s.uses_memory() && s.plan().is_some_and(|p| p.num_chunks() == 5));
     assert!(Reading::Truncated(30).fits(32, 100, 1) && !Reading::Full.fits(32, 100, 1));
+    assert!(Reading::Full.fits(100, 99, 1) && !Reading::Truncated(100).fits(100, 100, 0));
 }

@@ -1,13 +1,13 @@
 //! The decoder layer: RMSNorm, grouped-query attention with optional candidate
 //! projections, SwiGLU MLP. Field paths equal HF checkpoint keys.
 
-use burn::module::Param;
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use crate::candidate::{CandidateProj, LowRank};
 use crate::config::LlamaConfig;
 use crate::rope::apply_tables;
 
@@ -62,6 +62,8 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
+    // The candidate projections and their low-rank updates (crate::candidate owns them):
+    // separate fields, because their paths are the reference checkpoint's keys.
     pub beacon_q_proj: Option<Linear>,
     pub beacon_k_proj: Option<Linear>,
     pub beacon_v_proj: Option<Linear>,
@@ -114,58 +116,6 @@ impl Attention {
             num_kv_heads: hkv,
             head_dim: hd,
         }
-    }
-
-    /// The candidate projections, if this layer has them.
-    pub fn candidate(&self) -> Option<[&Linear; 4]> {
-        Some([
-            self.beacon_q_proj.as_ref()?,
-            self.beacon_k_proj.as_ref()?,
-            self.beacon_v_proj.as_ref()?,
-            self.beacon_o_proj.as_ref()?,
-        ])
-    }
-
-    /// The four candidate projections (q, k, v, o) with their optional low-rank updates.
-    pub fn candidate_slots(&self) -> [(&Option<Linear>, &Option<LowRank>); 4] {
-        [
-            (&self.beacon_q_proj, &self.beacon_q_lora),
-            (&self.beacon_k_proj, &self.beacon_k_lora),
-            (&self.beacon_v_proj, &self.beacon_v_lora),
-            (&self.beacon_o_proj, &self.beacon_o_lora),
-        ]
-    }
-
-    /// [`candidate_slots`](Self::candidate_slots), mutably.
-    pub fn candidate_slots_mut(&mut self) -> [(&mut Option<Linear>, &mut Option<LowRank>); 4] {
-        [
-            (&mut self.beacon_q_proj, &mut self.beacon_q_lora),
-            (&mut self.beacon_k_proj, &mut self.beacon_k_lora),
-            (&mut self.beacon_v_proj, &mut self.beacon_v_lora),
-            (&mut self.beacon_o_proj, &mut self.beacon_o_lora),
-        ]
-    }
-
-    fn candidate_proj(&self) -> Option<[CandidateProj<'_>; 4]> {
-        let [q, k, v, o] = self.candidate()?;
-        Some([
-            CandidateProj {
-                linear: q,
-                lora: self.beacon_q_lora.as_ref(),
-            },
-            CandidateProj {
-                linear: k,
-                lora: self.beacon_k_lora.as_ref(),
-            },
-            CandidateProj {
-                linear: v,
-                lora: self.beacon_v_lora.as_ref(),
-            },
-            CandidateProj {
-                linear: o,
-                lora: self.beacon_o_lora.as_ref(),
-            },
-        ])
     }
 
     /// Applies `base` to all rows, or `base` to all but the last and `cand` to the last;
@@ -247,63 +197,6 @@ impl Attention {
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
         let out = Self::project(out, &self.o_proj, cand.as_ref().map(|c| &c[3])).0;
         (out, NewKv { k_rot, v, cand_k })
-    }
-}
-
-/// A low-rank update `x · A · B` added to a candidate projection (`A`: `[d_in, rank]`,
-/// `B`: `[rank, d_out]`; `B` starts at zero, so the update starts as a no-op).
-#[derive(Module, Debug)]
-pub struct LowRank {
-    pub lora_a: Param<Tensor<2>>,
-    pub lora_b: Param<Tensor<2>>,
-}
-
-impl LowRank {
-    /// A fresh update of rank `rank`: `A` drawn from N(0, 1/d_in) by a generator seeded
-    /// with `seed` (on the host, so every device gets the same values), `B` zero.
-    pub fn new(d_in: usize, d_out: usize, rank: usize, seed: u64, device: &Device) -> Self {
-        use rand::{RngExt, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let std = 1.0 / (d_in as f64).sqrt();
-        let a: Vec<f32> = (0..d_in * rank)
-            .map(|_| {
-                // Box-Muller.
-                let u1 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-                let u2 = rng.random::<f64>();
-                (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-            })
-            .collect();
-        Self {
-            lora_a: Param::from_tensor(Tensor::from_data(TensorData::new(a, [d_in, rank]), device)),
-            lora_b: Param::from_tensor(Tensor::zeros([rank, d_out], device)),
-        }
-    }
-
-    /// The dense update `A · B`, `[d_in, d_out]`.
-    pub fn delta(&self) -> Tensor<2> {
-        self.lora_a.val().matmul(self.lora_b.val())
-    }
-}
-
-/// A candidate projection and its optional low-rank update.
-struct CandidateProj<'a> {
-    linear: &'a Linear,
-    lora: Option<&'a LowRank>,
-}
-
-impl CandidateProj<'_> {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let y = self.linear.forward(x.clone());
-        match self.lora {
-            None => y,
-            Some(l) => {
-                let [b, t, d] = x.dims();
-                let a = x.reshape([b * t, d]).matmul(l.lora_a.val());
-                let up = a.matmul(l.lora_b.val());
-                let d_out = up.dims()[1];
-                y + up.reshape([b, t, d_out])
-            }
-        }
     }
 }
 

@@ -195,10 +195,9 @@ impl LlamaForCausalLM {
         if ids.is_empty() {
             return Vec::new();
         }
-        // Full reading prepends BOS only where the input does not start with it: naming the
-        // first id as BOS runs the input as it is.
+        let bos = self.config().bos_token_id;
         let (mut s, logits) =
-            Session::read(self, Reading::Full, ids[0], ids, |_, _| {}).expect("non-empty input");
+            Session::read(self, Reading::Full, bos, ids, |_, _| {}).expect("non-empty input");
         s.generate(
             self.logits_row(logits),
             &mut Sampler::Greedy,

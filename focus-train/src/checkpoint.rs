@@ -116,7 +116,7 @@ pub(crate) fn save_checkpoint(
 
 /// Checks, before anything is loaded, that `dir` holds a checkpoint to resume from: its
 /// state reads, its candidate weights are a whole safetensors file, its optimizer state is
-/// there. A run killed between the two renames of [`save_checkpoint`] left only
+/// there. A run killed between the two renames of `save_checkpoint` left only
 /// `checkpoint.old`, which is put back first. Returns the state.
 pub fn check_checkpoint(dir: &RunDir) -> Result<State> {
     let ckpt = dir.checkpoint();

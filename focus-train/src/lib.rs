@@ -7,7 +7,7 @@
 //! - [`example`]: where the local span and the memory sit in a sequence (spec §4.2).
 //! - [`loss`]: the loss of one example, with the chunk keys computed without autodiff.
 //! - [`synth`]: retrieval-shaped documents (a fact hidden in a haystack, a cue at the end).
-//! - [`train`]: the loop, held-out evaluation and the caller's [`Probe`].
+//! - [`train`](mod@train): the loop, held-out evaluation and the caller's [`Probe`].
 //! - [`checkpoint`]: the run folder, its log and the checkpoint `--resume` continues.
 
 pub mod checkpoint;

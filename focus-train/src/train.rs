@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::module::{Module, ParamId};
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use focus_core::FocusConfig;
@@ -273,8 +273,8 @@ pub fn train(
         (model.fix_candidate_param_ids(), 0)
     };
     let frozen = model.clone();
-    let mut model = set_trainable(model).train();
-    let ids = trainable_ids(&model);
+    let mut model = model.freeze_all_but_candidates().train();
+    let ids = model.trainable_ids();
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -396,37 +396,4 @@ pub fn train(
         }
     }
     Ok(model.valid())
-}
-
-/// Parameter ids of what trains (see `LlamaForCausalLM::fix_candidate_param_ids`).
-pub fn trainable_ids(model: &LlamaForCausalLM) -> Vec<ParamId> {
-    let mut ids = Vec::new();
-    for layer in &model.model.layers {
-        for (p, l) in layer.self_attn.candidate_slots() {
-            match (p, l) {
-                (_, Some(l)) => ids.extend([l.lora_a.id, l.lora_b.id]),
-                (Some(p), None) => ids.push(p.weight.id),
-                (None, None) => {}
-            }
-        }
-    }
-    ids
-}
-
-/// Freezes everything but the candidate projections (or, in low-rank mode, their updates).
-pub fn set_trainable(model: LlamaForCausalLM) -> LlamaForCausalLM {
-    let mut model = model.no_grad();
-    let low_rank = model.low_rank().is_some();
-    for layer in &mut model.model.layers {
-        for (p, l) in layer.self_attn.candidate_slots_mut() {
-            if low_rank {
-                if let Some(u) = l.take() {
-                    *l = Some(u.set_require_grad(true));
-                }
-            } else if let Some(lin) = p.take() {
-                *p = Some(lin.set_require_grad(true));
-            }
-        }
-    }
-    model
 }

@@ -224,6 +224,11 @@ fn candidate_weights_round_trip_and_bad_files_are_errors() {
         .load_candidate_projections(&bad)
         .unwrap_err();
     assert!(err.to_string().contains("layers.3"), "{err}");
+    assert!(
+        matches!(&err, focus_model::Error::Weights(m)
+            if m.unused == ["model.layers.3.self_attn.beacon_q_proj.weight"] && m.missing.is_empty()),
+        "{err:?}"
+    );
     // A missing file.
     assert!(
         load(&fixture("tiny-llama"), &device())

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use focus_model::{Error, load};
+use focus_model::{Error, Mismatch, Misshaped, load};
 use focus_tests::{device, fixture};
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -47,6 +47,15 @@ fn load_err(dir: &Path) -> String {
     }
 }
 
+/// The structured mismatch of loading `dir`.
+fn mismatch(dir: &Path) -> Mismatch {
+    match load(dir, &device()) {
+        Err(Error::Weights(m)) => *m,
+        Err(e) => panic!("expected a weights mismatch, got: {e}"),
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+    }
+}
+
 #[test]
 fn missing_tensor_is_named() {
     let dir = edited(|t| t.retain(|(n, ..)| n != "model.layers.1.mlp.up_proj.weight"));
@@ -55,6 +64,10 @@ fn missing_tensor_is_named() {
         msg.contains("missing") && msg.contains("model.layers.1.mlp.up_proj.weight"),
         "{msg}"
     );
+    let m = mismatch(dir.path());
+    assert_eq!(m.missing, ["model.layers.1.mlp.up_proj.weight"]);
+    assert!(m.unused.is_empty() && m.misshaped.is_empty() && m.other.is_empty());
+    assert_eq!(m.path.as_deref(), Some(dir.path()));
 }
 
 #[test]
@@ -72,6 +85,9 @@ fn unused_tensor_is_named() {
         msg.contains("unexpected") && msg.contains("model.extra.weight"),
         "{msg}"
     );
+    let m = mismatch(dir.path());
+    assert_eq!(m.unused, ["model.extra.weight"]);
+    assert!(m.missing.is_empty() && m.misshaped.is_empty());
 }
 
 #[test]
@@ -90,6 +106,16 @@ fn misshaped_tensor_is_named() {
             && msg.contains("has shape [32] in the file, the model needs [64]"),
         "{msg}"
     );
+    let m = mismatch(dir.path());
+    assert_eq!(
+        m.misshaped,
+        [Misshaped {
+            name: "model.norm.gamma".into(),
+            in_file: vec![32],
+            in_model: vec![64],
+        }]
+    );
+    assert!(m.missing.is_empty() && m.unused.is_empty());
 }
 
 #[test]

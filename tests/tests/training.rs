@@ -10,7 +10,6 @@ use focus_model::{LlamaForCausalLM, load};
 use focus_tests::{Reference, device, fixture, max_abs, max_abs_diff, values};
 use focus_train::example::{Example, LossKind};
 use focus_train::loss::{example_loss, local_input};
-use focus_train::train::set_trainable;
 
 use crate::focus_fidelity::tiny_focus;
 use focus_train::config::step_rng;
@@ -288,7 +287,7 @@ fn retrieval_documents_hide_the_fact_where_the_layout_says() {
 fn gradients_equal_autograd_on_the_reference() {
     let r = Reference::open("tiny-focus-grad.safetensors");
     let frozen = tiny_focus().fix_candidate_param_ids();
-    let model = set_trainable(frozen.clone()).train();
+    let model = frozen.clone().freeze_all_but_candidates().train();
     let x = sequence(200, 3);
     let (mut worst_loss, mut worst_rel) = (0f32, 0f32);
     for (e, ex) in three_examples().into_iter().enumerate() {

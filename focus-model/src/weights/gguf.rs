@@ -9,10 +9,10 @@ use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter};
 use burn::tensor::{Bytes, DType};
 
-use super::{Loaded, check, float_dtype};
+use super::{Loaded, float_dtype, mismatch};
 use crate::chat::ChatTemplate;
 use crate::config::LlamaConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Mismatch, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::tokenizer::Tokenizer;
 
@@ -138,9 +138,19 @@ pub fn unpermute_rows(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec
     out
 }
 
-fn gguf_tensor(g: &GgufFile, info: &TensorInfo, cfg: &LlamaConfig) -> Result<PackTensor> {
-    let name = hf_name(&info.name)
-        .ok_or_else(|| Error::Weights(format!("unexpected GGUF tensor {}", info.name)))?;
+fn gguf_tensor(
+    g: &GgufFile,
+    path: &Path,
+    info: &TensorInfo,
+    cfg: &LlamaConfig,
+) -> Result<PackTensor> {
+    let name = hf_name(&info.name).ok_or_else(|| {
+        Error::Weights(Box::new(Mismatch {
+            path: Some(path.to_path_buf()),
+            unused: vec![info.name.clone()],
+            ..Mismatch::default()
+        }))
+    })?;
     let shape = info.shape();
     let mut data = g.dequantize(info);
     let n_head = if info.name.ends_with("attn_q.weight") {
@@ -153,10 +163,13 @@ fn gguf_tensor(g: &GgufFile, info: &TensorInfo, cfg: &LlamaConfig) -> Result<Pac
     if let Some(n_head) = n_head {
         let (rows, cols) = (shape[0], shape.get(1).copied().unwrap_or(1));
         if rows % (2 * n_head) != 0 {
-            return Err(Error::Weights(format!(
-                "{}: {rows} rows do not split into {n_head} heads",
-                info.name
-            )));
+            return Err(Error::Gguf {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "{}: {rows} rows do not split into {n_head} heads",
+                    info.name
+                ),
+            });
         }
         data = unpermute_rows(&data, rows, cols, n_head);
     }
@@ -179,12 +192,12 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Loaded> {
     let tensors = g
         .tensors
         .iter()
-        .map(|t| gguf_tensor(&g, t, &cfg))
+        .map(|t| gguf_tensor(&g, path, t, &cfg))
         .collect::<Result<Vec<_>>>()?;
     let adapter: Box<dyn ModuleAdapter> =
         Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(float_dtype(device))));
     let result = model.apply(tensors, None, Some(adapter), false);
-    check(&[result])?;
+    mismatch(&[result], Some(path), |_| true).into_result()?;
     let tokenizer = Tokenizer::from_gguf(&g)?;
     let chat_template = ChatTemplate::from_gguf(&g)?;
     Ok(Loaded {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
-use super::{Loaded, apply_safetensors, check};
+use super::{Loaded, apply_safetensors, mismatch};
 use crate::chat::ChatTemplate;
 use crate::config::HfLlamaConfig;
 use crate::error::{Error, Result};
@@ -21,10 +21,13 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let index = dir.join("model.safetensors.index.json");
     if !index.is_file() {
-        return Err(Error::Weights(format!(
-            "{} holds neither model.safetensors nor model.safetensors.index.json",
-            dir.display()
-        )));
+        return Err(Error::io(
+            &single,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such file, nor model.safetensors.index.json beside it",
+            ),
+        ));
     }
     let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
@@ -70,7 +73,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<Loaded> {
     for file in files {
         results.push(apply_safetensors(&mut model, &file, device, true, None)?);
     }
-    check(&results)?;
+    mismatch(&results, Some(dir), |_| true).into_result()?;
     let tokenizer = Tokenizer::from_file(
         &dir.join("tokenizer.json"),
         cfg.bos_token_id,

@@ -13,7 +13,7 @@ use burn::store::{
 use burn::tensor::DType;
 
 use crate::chat::ChatTemplate;
-use crate::error::{Error, Result};
+use crate::error::{Error, Mismatch, Misshaped, Result};
 use crate::model::LlamaForCausalLM;
 use crate::tokenizer::Tokenizer;
 
@@ -51,73 +51,57 @@ fn ignorable(key: &str) -> bool {
     key.ends_with("rotary_emb.inv_freq")
 }
 
-/// Turns an [`ApplyResult`] (or several, one per shard) into a strict verdict.
-pub(crate) fn check(results: &[ApplyResult]) -> Result<()> {
+/// What `results` (one per file read) say is wrong, naming `path`. `wanted` picks the model
+/// tensors the files were meant to fill: one outside it that stays empty is no error.
+pub(crate) fn mismatch(
+    results: &[ApplyResult],
+    path: Option<&Path>,
+    wanted: impl Fn(&str) -> bool,
+) -> Mismatch {
     let applied: BTreeSet<&str> = results
         .iter()
         .flat_map(|r| r.applied.iter().map(String::as_str))
         .collect();
-    let mut problems = Vec::new();
-    let errors: Vec<ApplyError> = results.iter().flat_map(|r| r.errors.clone()).collect();
-    problems.extend(apply_errors(&errors));
+    let mut m = Mismatch {
+        path: path.map(Path::to_path_buf),
+        ..Mismatch::default()
+    };
+    for e in results.iter().flat_map(|r| &r.errors) {
+        match e {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => m.misshaped.push(Misshaped {
+                name: path.clone(),
+                in_file: found.as_slice().to_vec(),
+                in_model: expected.as_slice().to_vec(),
+            }),
+            ApplyError::DTypeMismatch {
+                path,
+                expected,
+                found,
+            } => m.other.push(format!(
+                "tensor {path} is {found:?} in the file, the model needs {expected:?}"
+            )),
+            other => m.other.push(other.to_string()),
+        }
+    }
     let missing: BTreeSet<&str> = results
         .iter()
         .flat_map(|r| r.missing.iter().map(|(p, _)| p.as_str()))
-        .filter(|p| !applied.contains(p))
+        .filter(|p| wanted(p) && !applied.contains(p))
         .collect();
-    if !missing.is_empty() {
-        problems.push(format!("missing tensors: {}", list(missing.into_iter())));
-    }
+    // Across shards a key is "unused" by every shard that does not hold it; only keys that no
+    // shard applied count.
     let unused: BTreeSet<&str> = results
         .iter()
         .flat_map(|r| r.unused.iter().map(String::as_str))
         .filter(|p| !ignorable(p) && !applied.contains(p))
         .collect();
-    // Across shards a key is "unused" by every shard that does not hold it; only keys that no
-    // shard applied count.
-    if !unused.is_empty() {
-        problems.push(format!("unexpected tensors: {}", list(unused.into_iter())));
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Weights(problems.join("; ")))
-    }
-}
-
-/// The tensors a file could not give the model, as one sentence: the first in words, then
-/// how many more (a file for another model size mismatches every tensor).
-pub(crate) fn apply_errors(errors: &[ApplyError]) -> Option<String> {
-    let first = match errors.first()? {
-        ApplyError::ShapeMismatch {
-            path,
-            expected,
-            found,
-        } => format!(
-            "tensor {path} has shape {:?} in the file, the model needs {:?}",
-            found.as_slice(),
-            expected.as_slice()
-        ),
-        ApplyError::DTypeMismatch {
-            path,
-            expected,
-            found,
-        } => format!("tensor {path} is {found:?} in the file, the model needs {expected:?}"),
-        other => other.to_string(),
-    };
-    Some(match errors.len() {
-        1 => first,
-        n => format!("{first} (and {} more tensors that do not fit)", n - 1),
-    })
-}
-
-fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    let v: Vec<&str> = items.collect();
-    if v.len() > 6 {
-        format!("{} (and {} more)", v[..6].join(", "), v.len() - 6)
-    } else {
-        v.join(", ")
-    }
+    m.missing = missing.into_iter().map(String::from).collect();
+    m.unused = unused.into_iter().map(String::from).collect();
+    m
 }
 
 /// The float type of `device` (f32 unless it was configured otherwise, e.g. `--dtype bf16`).

@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 use focus_eval::probe::{ProbeCell, ProbeTrial, probe_trial, summarize};
 use serde::Serialize;
 
+use crate::common::Format;
 use crate::common::{FocusArgs, ModelArgs, load_model, write_atomic};
-use crate::generate::Format;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use focus_core::{CondensingModel, Reading, Sampler, Session};
 use serde::Serialize;
 
-use crate::common::{FocusArgs, InputArgs, ModelArgs, load_model};
+use crate::common::{FocusArgs, Format, InputArgs, ModelArgs, load_model};
 
 /// Generate a continuation of a prompt.
 #[derive(clap::Args, Debug)]
@@ -43,12 +43,6 @@ pub struct Args {
     /// Output: `text` streams tokens; `json` prints one object at the end.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-}
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Serialize)]

@@ -8,9 +8,9 @@ use anyhow::{Result, bail};
 use focus_eval::retrieval::{Task, Trial, accuracy, trial};
 use serde::Serialize;
 
+use crate::common::Format;
 use crate::common::{FocusArgs, ModelArgs, load_model, read_text, write_atomic};
 use crate::eval_args::{EvalArgs, lengths, short_len};
-use crate::generate::Format;
 
 /// The grid of a retrieval test.
 #[derive(clap::Args, Debug)]

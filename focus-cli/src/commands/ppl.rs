@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use focus_eval::ppl::{Perplexity, Protocol, perplexity};
 use serde::Serialize;
 
+use crate::common::Format;
 use crate::common::{FocusArgs, ModelArgs, load_model, read_text, write_atomic};
 use crate::eval_args::{EvalArgs, lengths, short_len};
-use crate::generate::Format;
 
 /// Perplexity of text files.
 ///
@@ -127,11 +127,13 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             let mut results = Vec::new();
             let mut skipped = Vec::new();
             for &mode in &modes {
+                // Tokens a baseline is handed: a whole window (its BOS included), or a
+                // chunk less its last token.
                 let need = match args.protocol {
                     ProtocolArg::Focus => length.min(doc.len() + 1),
-                    ProtocolArg::LlamaCpp => args.ctx,
+                    ProtocolArg::LlamaCpp => args.ctx - 1,
                 };
-                if !mode.fits(model.config().max_position_embeddings, need - 1, 0) {
+                if !mode.fits(model.config().max_position_embeddings, need, 0) {
                     skipped.push(mode.name().to_string());
                     continue;
                 }

@@ -1,0 +1,104 @@
+//! [`CondensingModel`] for the Llama decoder: chunks decoded in batches, their candidates'
+//! keys and values handed to the local pass.
+
+use burn::prelude::*;
+use focus_core::CondensingModel;
+
+use crate::layers::{LayerKv, Rows};
+use crate::model::{KvCache, LlamaForCausalLM, ids_tensor};
+use crate::rope::apply_tables;
+
+/// Candidate keys (before RoPE) and values of a batch of chunks, per layer.
+///
+/// # Shapes
+/// - each: `[chunks, kv_heads, 1, head_dim]`
+#[derive(Debug, Clone)]
+pub struct Candidates(pub Vec<(Tensor<4>, Tensor<4>)>);
+
+fn batch_ids(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
+    let n = rows[0].len();
+    let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    ids_tensor(&flat, device).reshape([rows.len(), n])
+}
+
+impl CondensingModel for LlamaForCausalLM {
+    type Cache = KvCache;
+    type Candidates = Candidates;
+    type Logits = Tensor<2>;
+
+    fn prefill_chunks(&self, rows: &[Vec<u32>]) -> (KvCache, Candidates) {
+        let n = rows[0].len();
+        let f = self.forward(
+            batch_ids(rows, &self.device()),
+            0,
+            None,
+            Rows::LastIsCandidate,
+        );
+        let mut cache = Vec::with_capacity(f.new_kv.len());
+        let mut cands = Vec::with_capacity(f.new_kv.len());
+        for kv in f.new_kv {
+            cache.push(LayerKv {
+                k: kv.k_rot.narrow(2, 0, n - 1),
+                v: kv.v.clone().narrow(2, 0, n - 1),
+            });
+            cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, n - 1, 1)));
+        }
+        (cache, Candidates(cands))
+    }
+
+    fn step_chunks(&self, cache: &mut KvCache, prev: u32, next: u32) -> Candidates {
+        let b = cache[0].k.dims()[0];
+        let start = cache[0].len();
+        let rows = vec![vec![prev, next]; b];
+        let f = self.forward(
+            batch_ids(&rows, &self.device()),
+            start,
+            Some(cache),
+            Rows::LastIsCandidate,
+        );
+        let mut cands = Vec::with_capacity(f.new_kv.len());
+        for (c, kv) in cache.iter_mut().zip(f.new_kv) {
+            c.append(LayerKv {
+                k: kv.k_rot.narrow(2, 0, 1),
+                v: kv.v.clone().narrow(2, 0, 1),
+            });
+            cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, 1, 1)));
+        }
+        Candidates(cands)
+    }
+
+    fn local_pass(&self, candidates: &[&Candidates], ids: &[u32]) -> Tensor<2> {
+        let device = self.device();
+        let c: usize = candidates.iter().map(|g| g.0[0].0.dims()[0]).sum();
+        let (cos, sin) = self.rope().tables(0, c, &device);
+        let past: Vec<LayerKv> = (0..self.model.layers.len())
+            .map(|l| {
+                let k = Tensor::cat(candidates.iter().map(|g| g.0[l].0.clone()).collect(), 0);
+                let v = Tensor::cat(candidates.iter().map(|g| g.0[l].1.clone()).collect(), 0);
+                // [C, kv_heads, 1, d] -> [1, kv_heads, C, d]; candidate j sits at position j.
+                LayerKv {
+                    k: apply_tables(k.swap_dims(0, 2), &cos, &sin),
+                    v: v.swap_dims(0, 2),
+                }
+            })
+            .collect();
+        let f = self.forward(ids_tensor(ids, &device), c, Some(&past), Rows::Plain);
+        self.last_logits(f.hidden)
+    }
+
+    fn prefill(&self, ids: &[u32]) -> (Tensor<2>, KvCache) {
+        LlamaForCausalLM::prefill(self, ids)
+    }
+
+    fn step(&self, cache: &mut KvCache, token: u32) -> Tensor<2> {
+        LlamaForCausalLM::step(self, cache, token)
+    }
+
+    fn logits_row(&self, logits: Tensor<2>) -> Vec<f32> {
+        logits
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("float logits")
+    }
+}
