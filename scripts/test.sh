@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/focus-target}"
 FEATURES="${FOCUS_FEATURES:-focus-cli/vulkan,focus-tests/vulkan}"
 
+# The pinned Python packages of the client tests (the `openai` package); without network the
+# tests that need them are skipped with a note (in CI they fail instead).
+stage python-env bash scripts/python-env.sh || echo "no Python client environment" >&2
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --release --workspace --all-targets --features "$FEATURES" -- -D warnings
 # The plain `wgpu` feature set (WGSL kernels, no CPU backend) must keep compiling too.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use focus_core::FocusConfig;
+use focus_core::{Decode, FocusConfig};
 use focus_model::{LlamaConfig, Loaded, Message, load};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,6 +49,28 @@ pub struct FocusArgs {
     /// choice), `eos` (the model's first end-of-sequence token) or a token id.
     #[arg(long, default_value = "bos")]
     pub separator: String,
+    /// How tokens are decoded after the prefill: `exact` (the method: the local window is computed again
+    /// at every token) or `cached-window` (approximate and faster: the window's keys and
+    /// values are kept from the prefill; docs/serving.md has its measured cost).
+    #[arg(long, value_enum, default_value_t = DecodeArg::Exact)]
+    pub decoding: DecodeArg,
+}
+
+/// `--decoding` (and the server's `focus.decoding`).
+#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecodeArg {
+    Exact,
+    CachedWindow,
+}
+
+impl From<DecodeArg> for Decode {
+    fn from(d: DecodeArg) -> Self {
+        match d {
+            DecodeArg::Exact => Decode::Exact,
+            DecodeArg::CachedWindow => Decode::CachedWindow,
+        }
+    }
 }
 
 /// Resolves a separator name (`bos`, `eos` or a token id) for `model`; `None` is BOS.
@@ -92,6 +114,7 @@ impl FocusArgs {
             prompt_cap: self.prompt_cap,
             max_batch: self.batch,
             separator: None,
+            decode: self.decoding.into(),
         };
         cfg.validate()?;
         if cfg.local_window > max_pos {
@@ -347,9 +370,50 @@ pub fn parse_len(s: &str) -> Result<usize> {
     }
 }
 
+/// Parses a byte count: `0`, `4096`, `512MiB`, `2GiB` (also `KiB`, `MB`, `GB`).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mul: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown unit {other:?} (use e.g. 512MiB, 2GiB)")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("bad byte count {s:?} (use e.g. 0, 512MiB, 2GiB)"))
+}
+
 /// How a command prints its results.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_with_units() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("3MB"), Ok(3_000_000));
+        assert!(
+            parse_bytes("2 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_bytes("GiB").is_err() && parse_bytes("-1").is_err());
+    }
 }

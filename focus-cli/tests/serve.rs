@@ -310,3 +310,125 @@ fn a_client_that_leaves_stops_its_generation() {
     );
     assert_eq!(st, 200, "{text}");
 }
+
+/// The Python interpreter of the client tests' environment (`scripts/python-env.sh`), or
+/// `None` (the test is skipped with a note; where `FOCUS_REQUIRE_ASSETS` is set, as in CI,
+/// a missing environment fails instead).
+fn client_python() -> Option<std::path::PathBuf> {
+    let env = std::env::var_os("FOCUS_PYTHON_ENV")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/focus-python")))?;
+    let python = env.join("bin/python");
+    if python.is_file() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("FOCUS_REQUIRE_ASSETS").is_none(),
+        "{} missing: run scripts/python-env.sh first",
+        python.display()
+    );
+    eprintln!(
+        "skipped: {} missing (run scripts/python-env.sh)",
+        python.display()
+    );
+    None
+}
+
+/// The official `openai` Python package (pinned in tests/python/requirements.txt) against
+/// the server: models, chat (whole and streamed), text completion, an unknown model.
+#[test]
+fn the_openai_python_client_gets_answers() {
+    let Some(python) = client_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = serve(
+        &tiny_chat(dir.path()),
+        &["--local-window", "64", "--chunk", "32"],
+    );
+    let out = std::process::Command::new(python)
+        .arg(crate::common::root().join("tests/python/openai_client.py"))
+        .args([&format!("http://{}/v1", s.addr), "tiny"])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["version"], "3.51.0");
+    assert_eq!(v["models"], json!(["tiny"]));
+    for call in ["chat", "chat_stream", "completion"] {
+        let finish = v[call]["finish_reason"].as_str().unwrap_or_default();
+        assert!(finish == "length" || finish == "stop", "{call}: {v}");
+    }
+    // Greedy both times: the streamed pieces make up the whole answer.
+    assert_eq!(v["chat_stream"]["text"], v["chat"]["text"], "{v}");
+    assert!(
+        v["chat"]["completion_tokens"]
+            .as_u64()
+            .is_some_and(|n| (1..=6).contains(&n))
+    );
+    assert_eq!(v["unknown_model"]["status"], 404, "{v}");
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
+
+/// 8 clients at once, 20 requests each (long prompts through the memory, short ones,
+/// streamed and not): every answer complete, none refused, and the server's memory after
+/// the load no larger than after the first round plus a bound.
+#[test]
+fn eight_clients_at_once_get_complete_answers() {
+    let s = serve(
+        &tiny(),
+        &["--local-window", "48", "--chunk", "16", "--queue", "8"],
+    );
+    let addr = s.addr.clone();
+    let round = |client: usize, i: usize| {
+        let prompt = if (client + i) % 2 == 0 {
+            format!("client {client} asks {i}: {}", "lorem ipsum ".repeat(12))
+        } else {
+            format!("short {client} {i}")
+        };
+        let stream = i % 3 == 0;
+        let req = json!({"model": "tiny", "prompt": prompt, "max_tokens": 4,
+                         "temperature": 0, "stream": stream});
+        let (status, body) = request(&addr, "POST", "/v1/completions", req.to_string().as_bytes());
+        assert_eq!(status, 200, "client {client} request {i}: {body}");
+        if stream {
+            assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+        } else {
+            let v: Value = serde_json::from_str(&body).expect("json");
+            let finish = v["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(finish == "length" || finish == "stop", "{v}");
+        }
+    };
+    let load = |requests: usize| {
+        std::thread::scope(|scope| {
+            for client in 0..8 {
+                scope.spawn(move || (0..requests).for_each(|i| round(client, i)));
+            }
+        })
+    };
+    load(1);
+    let warm = rss_mib(s.child.id());
+    load(20);
+    let after = rss_mib(s.child.id());
+    // Observed: 30.1 MiB after the first 8 requests, 31.4 MiB after 160 more.
+    assert!(
+        after < warm + 64.0,
+        "resident memory grew from {warm:.0} to {after:.0} MiB"
+    );
+}

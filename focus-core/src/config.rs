@@ -22,6 +22,23 @@ pub struct FocusConfig {
     /// is not a document start may do better with another (e.g. its end-of-text token).
     #[serde(default)]
     pub separator: Option<u32>,
+    /// How generated tokens are decoded after the prefill.
+    #[serde(default)]
+    pub decode: Decode,
+}
+
+/// How FocusLLM decodes after the prefill.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decode {
+    /// The method as specified: each new token makes new candidates in every chunk, and the
+    /// whole local window (`W + 1 + t` rows) is computed again against them.
+    #[default]
+    Exact,
+    /// Approximate: the local window's keys and values are kept from the prefill (computed
+    /// against the candidates of that time); each new token is one row that attends to the
+    /// fresh candidates and to the kept window. Faster per token, not the method's output.
+    CachedWindow,
 }
 
 impl Default for FocusConfig {
@@ -33,6 +50,7 @@ impl Default for FocusConfig {
             prompt_cap: 512,
             max_batch: 16,
             separator: None,
+            decode: Decode::Exact,
         }
     }
 }

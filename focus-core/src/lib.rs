@@ -7,18 +7,21 @@
 //! become a prefix the local window attends to. [`Session`] drives this through the
 //! [`CondensingModel`] trait: prefill, then one step per generated token, and
 //! [`Session::generate`] is the one generation loop. [`Reading`] names the ways an input can
-//! be read: FocusLLM, or the truncated and full-attention baselines.
+//! be read: FocusLLM, or the truncated and full-attention baselines. A [`ChunkMemory`]
+//! keeps the chunks' keys and values between inputs (many questions about one document).
 //!
 //! Reference: Li et al., *FocusLLM*, arXiv 2408.11745 (ACL 2025).
 
 pub mod config;
 pub mod error;
+pub mod memory;
 pub mod reading;
 pub mod sample;
 pub mod session;
 
-pub use config::{FocusConfig, Plan};
+pub use config::{Decode, FocusConfig, Plan};
 pub use error::{Error, Result};
+pub use memory::ChunkMemory;
 pub use reading::Reading;
 pub use sample::Sampler;
 pub use session::{CondensingModel, Session};

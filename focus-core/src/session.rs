@@ -1,8 +1,9 @@
 //! The generation state machine: prefill (for FocusLLM: chunks in batches, then the local
 //! pass), then one step per generated token; and the one generation loop on top of it.
 
-use crate::config::{FocusConfig, Plan};
+use crate::config::{Decode, FocusConfig, Plan};
 use crate::error::{Error, Result};
+use crate::memory::ChunkMemory;
 use crate::reading::Reading;
 use crate::sample::Sampler;
 
@@ -17,18 +18,47 @@ pub trait CondensingModel {
     type Candidates;
     /// Next-token logits.
     type Logits;
+    /// Keys and values of one chunk's own tokens (what a [`ChunkMemory`] keeps).
+    type ChunkKv: Clone;
 
-    /// Prefills a batch of chunk inputs (equal lengths, positions `0..n`); the last row of
-    /// each is the candidate. Returns the caches of rows `0..n-1` and the candidates.
-    fn prefill_chunks(&self, rows: &[Vec<u32>]) -> (Self::Cache, Self::Candidates);
+    /// The keys and values of a batch of chunks' own tokens (equal lengths, positions
+    /// `0..n`): one entry per chunk. They depend on nothing else.
+    fn chunk_kv(&self, chunks: &[&[u32]]) -> Vec<Self::ChunkKv>;
+
+    /// Bytes one entry holds (for a memory's budget).
+    fn chunk_kv_bytes(&self, kv: &Self::ChunkKv) -> usize;
+
+    /// Completes the prefill of a batch of chunks (equal lengths `n`) whose own tokens'
+    /// keys and values are `chunks`: `prompt` (separator and dynamic prompt, the same for
+    /// every chunk) at positions `n..`, its last row the candidate. Returns the caches of
+    /// every row but the candidate, and the candidates.
+    fn prefill_prompts(
+        &self,
+        chunks: &[&Self::ChunkKv],
+        prompt: &[u32],
+    ) -> (Self::Cache, Self::Candidates);
 
     /// One decode step of a batch of chunks: feeds `prev` (base projections) and `next`
     /// (the new candidate) after `cache`, appends `prev` to the cache, returns candidates.
     fn step_chunks(&self, cache: &mut Self::Cache, prev: u32, next: u32) -> Self::Candidates;
 
     /// The local pass: `ids` after the candidates of all chunks (in chunk order, at
-    /// positions `0..C`), causally; returns the last row's logits.
-    fn local_pass(&self, candidates: &[&Self::Candidates], ids: &[u32]) -> Self::Logits;
+    /// positions `0..C`), causally. Returns the last row's logits and the keys and values
+    /// of the rows of `ids` (which [`Decode::CachedWindow`] keeps).
+    fn local_pass(
+        &self,
+        candidates: &[&Self::Candidates],
+        ids: &[u32],
+    ) -> (Self::Logits, Self::Cache);
+
+    /// [`Decode::CachedWindow`]'s step: `token` after the candidates (positions `0..C`) and
+    /// the local rows kept in `cache` (positions `C..`), appended to `cache`.
+    fn local_step(
+        &self,
+        candidates: &[&Self::Candidates],
+        cache: &mut Self::Cache,
+        token: u32,
+    ) -> Self::Logits;
 
     /// Plain decoding (no memory): prefill `ids`, return logits and a cache.
     fn prefill(&self, ids: &[u32]) -> (Self::Logits, Self::Cache);
@@ -55,6 +85,8 @@ enum State<M: CondensingModel> {
     Memory {
         groups: Vec<Group<M>>,
         local: Vec<u32>,
+        /// The local rows' keys and values, kept under [`Decode::CachedWindow`].
+        window: Option<M::Cache>,
     },
 }
 
@@ -128,6 +160,21 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         cfg: &FocusConfig,
         bos: u32,
         ids: &[u32],
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(Self, M::Logits)> {
+        let mut none = ChunkMemory::new(0);
+        Self::prefill_with_memory(model, cfg, bos, ids, &mut none, progress)
+    }
+
+    /// [`prefill`](Self::prefill) with a document memory: the chunks `memory` holds are
+    /// not computed again (only their prompt rows), and the chunks it lacks are computed
+    /// and offered to it. The result is the same as without a memory.
+    pub fn prefill_with_memory(
+        model: &'m M,
+        cfg: &FocusConfig,
+        bos: u32,
+        ids: &[u32],
+        memory: &mut ChunkMemory<M::ChunkKv>,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
         let plan = Plan::new(ids, cfg, bos)?;
@@ -150,19 +197,38 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         let total = plan.num_chunks();
         let mut groups = Vec::new();
         for batch in plan.batches(cfg.max_batch) {
-            let rows: Vec<Vec<u32>> = batch.clone().map(|j| plan.chunk_input(ids, j)).collect();
-            let (cache, candidates) = model.prefill_chunks(&rows);
+            let chunks: Vec<&[u32]> = batch
+                .clone()
+                .map(|j| &ids[plan.chunks[j].clone()])
+                .collect();
+            let mut kv: Vec<Option<M::ChunkKv>> = chunks.iter().map(|c| memory.get(c)).collect();
+            let missing: Vec<usize> = (0..kv.len()).filter(|&i| kv[i].is_none()).collect();
+            if !missing.is_empty() {
+                let rows: Vec<&[u32]> = missing.iter().map(|&i| chunks[i]).collect();
+                for (i, computed) in missing.into_iter().zip(model.chunk_kv(&rows)) {
+                    let bytes = model.chunk_kv_bytes(&computed);
+                    memory.insert(chunks[i].to_vec(), computed.clone(), bytes);
+                    kv[i] = Some(computed);
+                }
+            }
+            let kv: Vec<&M::ChunkKv> = kv.iter().map(|k| k.as_ref().expect("filled")).collect();
+            let (cache, candidates) = model.prefill_prompts(&kv, &plan.prompt);
             groups.push(Group { cache, candidates });
             progress(batch.end, total);
         }
         let local = plan.local_input(ids, bos);
         let cands: Vec<&M::Candidates> = groups.iter().map(|g| &g.candidates).collect();
-        let logits = model.local_pass(&cands, &local);
+        let (logits, window) = model.local_pass(&cands, &local);
+        let window = (cfg.decode == Decode::CachedWindow).then_some(window);
         let s = Self {
             model,
             reading: Reading::Focus(*cfg),
             plan: Some(plan),
-            state: State::Memory { groups, local },
+            state: State::Memory {
+                groups,
+                local,
+                window,
+            },
             last,
             generated: Vec::new(),
         };
@@ -174,13 +240,20 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         let model = self.model;
         let logits = match &mut self.state {
             State::Plain(cache) => model.step(cache, token),
-            State::Memory { groups, local } => {
+            State::Memory {
+                groups,
+                local,
+                window,
+            } => {
                 for g in groups.iter_mut() {
                     g.candidates = model.step_chunks(&mut g.cache, self.last, token);
                 }
                 local.push(token);
                 let cands: Vec<&M::Candidates> = groups.iter().map(|g| &g.candidates).collect();
-                model.local_pass(&cands, local)
+                match window {
+                    Some(cache) => model.local_step(&cands, cache, token),
+                    None => model.local_pass(&cands, local).0,
+                }
             }
         };
         self.last = token;

@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 
-use focus_core::{CondensingModel, FocusConfig, Plan, Reading, Sampler, Session};
+use focus_core::{
+    ChunkMemory, CondensingModel, Decode, FocusConfig, Plan, Reading, Sampler, Session,
+};
 
 const BOS: u32 = 1_000_000;
 
@@ -19,25 +21,53 @@ struct Fake {
     local_calls: RefCell<Vec<LocalCall>>,
     /// Sizes of the chunk batches run at prefill.
     batch_sizes: RefCell<Vec<usize>>,
+    /// Chunk tokens computed by each `chunk_kv` call.
+    chunk_tokens: RefCell<Vec<usize>>,
+    /// Steps that kept the local window (`local_step`).
+    cached_steps: std::cell::Cell<usize>,
 }
 
 impl CondensingModel for Fake {
     type Cache = Vec<Row>;
     type Candidates = Vec<Candidate>;
     type Logits = usize;
+    type ChunkKv = Row;
 
-    fn prefill_chunks(&self, rows: &[Vec<u32>]) -> (Self::Cache, Self::Candidates) {
-        self.batch_sizes.borrow_mut().push(rows.len());
-        let n = rows[0].len();
+    fn chunk_kv(&self, chunks: &[&[u32]]) -> Vec<Row> {
+        self.chunk_tokens
+            .borrow_mut()
+            .push(chunks.iter().map(|c| c.len()).sum());
+        let n = chunks[0].len();
         assert!(
-            rows.iter().all(|r| r.len() == n),
+            chunks.iter().all(|c| c.len() == n),
             "a batch holds equal lengths"
         );
-        let cache = rows
+        chunks
             .iter()
-            .map(|r| r[..n - 1].iter().copied().zip(0..).collect())
+            .map(|c| c.iter().copied().zip(0..).collect())
+            .collect()
+    }
+
+    fn chunk_kv_bytes(&self, kv: &Row) -> usize {
+        kv.len()
+    }
+
+    fn prefill_prompts(&self, chunks: &[&Row], prompt: &[u32]) -> (Self::Cache, Self::Candidates) {
+        self.batch_sizes.borrow_mut().push(chunks.len());
+        let n = chunks[0].len();
+        let m = prompt.len();
+        let cache = chunks
+            .iter()
+            .map(|c| {
+                let mut row = (*c).clone();
+                row.extend(prompt[..m - 1].iter().copied().zip(n..));
+                row
+            })
             .collect();
-        let cands = rows.iter().map(|r| (r[n - 1], n - 1, r[0])).collect();
+        let cands = chunks
+            .iter()
+            .map(|c| (prompt[m - 1], n + m - 1, c[0].0))
+            .collect();
         (cache, cands)
     }
 
@@ -52,10 +82,27 @@ impl CondensingModel for Fake {
             .collect()
     }
 
-    fn local_pass(&self, candidates: &[&Self::Candidates], ids: &[u32]) -> usize {
+    fn local_pass(&self, candidates: &[&Self::Candidates], ids: &[u32]) -> (usize, Self::Cache) {
         let all: Vec<_> = candidates.iter().flat_map(|c| c.iter().copied()).collect();
+        let c = all.len();
         self.local_calls.borrow_mut().push((all, ids.to_vec()));
-        ids.len()
+        (ids.len(), vec![ids.iter().copied().zip(c..).collect()])
+    }
+
+    /// Records the call like a local pass whose ids are the kept rows and `token`.
+    fn local_step(
+        &self,
+        candidates: &[&Self::Candidates],
+        cache: &mut Self::Cache,
+        token: u32,
+    ) -> usize {
+        let all: Vec<_> = candidates.iter().flat_map(|c| c.iter().copied()).collect();
+        let p = all.len() + cache[0].len();
+        cache[0].push((token, p));
+        let ids = cache[0].iter().map(|&(t, _)| t).collect();
+        self.local_calls.borrow_mut().push((all, ids));
+        self.cached_steps.set(self.cached_steps.get() + 1);
+        cache[0].len()
     }
 
     fn prefill(&self, ids: &[u32]) -> (usize, Self::Cache) {
@@ -158,6 +205,73 @@ fn prefill_and_steps_follow_the_spec() {
         expected_local.extend(&generated[..t]);
         assert_eq!(local, &expected_local);
     }
+}
+
+/// Chunk caches and local passes of a session after two steps, for comparisons.
+fn trace(fake: &Fake, s: &mut Session<'_, Fake>) -> (Vec<Row>, Vec<LocalCall>) {
+    s.step(5);
+    s.step(6);
+    let caches = s.chunk_caches().into_iter().flatten().cloned().collect();
+    (caches, fake.local_calls.borrow().clone())
+}
+
+#[test]
+fn a_document_memory_reuses_chunks_and_changes_nothing() {
+    // One document, two questions: the memory's full chunks are the same, the last
+    // (shorter) chunk and the window differ.
+    let doc = input(300);
+    let ask = |q: &[u32]| [doc.as_slice(), q].concat();
+    let (a, b) = (
+        ask(&[901, 902, 903]),
+        ask(&[911, 912, 913, 914, 915, 916, 917]),
+    );
+    let cfg = FocusConfig::new(40, 25).with_max_batch(4);
+    let mut memory = ChunkMemory::new(usize::MAX);
+    let first = Fake::default();
+    Session::prefill_with_memory(&first, &cfg, BOS, &a, &mut memory, |_, _| {}).unwrap();
+    // 263 memory tokens: 10 chunks of 25 and one of 13, all computed.
+    assert_eq!(first.chunk_tokens.borrow().iter().sum::<usize>(), 263);
+    assert_eq!((memory.len(), memory.bytes()), (11, 263));
+    let second = Fake::default();
+    let (mut s, _) =
+        Session::prefill_with_memory(&second, &cfg, BOS, &b, &mut memory, |_, _| {}).unwrap();
+    // 267 memory tokens: the 10 full chunks come from the memory, only the new 17 are computed.
+    assert_eq!(*second.chunk_tokens.borrow(), [17]);
+    assert_eq!(memory.hits, 10);
+    let with_memory = trace(&second, &mut s);
+    let fresh = Fake::default();
+    let (mut s, _) = Session::prefill(&fresh, &cfg, BOS, &b, |_, _| {}).unwrap();
+    assert_eq!(with_memory, trace(&fresh, &mut s));
+    // A budget of three full chunks keeps those used last: chunks 8, 9 and the short 10.
+    let mut small = ChunkMemory::new(3 * 25);
+    Session::prefill_with_memory(&Fake::default(), &cfg, BOS, &a, &mut small, |_, _| {}).unwrap();
+    let held: Vec<usize> = small.entries().iter().map(|(c, _)| c.len()).collect();
+    let firsts: Vec<u32> = small.entries().iter().map(|(c, _)| c[0]).collect();
+    assert_eq!((held, small.bytes()), (vec![25, 25, 13], 63));
+    assert_eq!(firsts, [a[200], a[225], a[250]]);
+}
+
+#[test]
+fn cached_window_decoding_keeps_the_prefill_rows() {
+    let ids = input(100); // W = 30, S = 16: 5 chunks
+    let mut cfg = FocusConfig::new(30, 16);
+    cfg.decode = Decode::CachedWindow;
+    let fake = Fake::default();
+    let (mut s, _) = Session::prefill(&fake, &cfg, BOS, &ids, |_, _| {}).unwrap();
+    for t in [7001, 7002, 7003] {
+        s.step(t);
+    }
+    assert_eq!(fake.cached_steps.get(), 3);
+    let calls = fake.local_calls.borrow();
+    assert_eq!(calls.len(), 4, "one local pass, then one row per step");
+    let (cands, local) = calls.last().unwrap();
+    // Fresh candidates of every chunk for the newest token; the kept rows are the prefill's
+    // window (BOS and the last 30 tokens) and the tokens fed since.
+    assert!(cands.len() == 5 && cands.iter().all(|c| c.0 == 7003));
+    let mut expected = vec![BOS];
+    expected.extend(&ids[70..]);
+    expected.extend([7001, 7002, 7003]);
+    assert_eq!(local, &expected);
 }
 
 #[test]

@@ -21,27 +21,86 @@ fn batch_ids(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
     ids_tensor(&flat, device).reshape([rows.len(), n])
 }
 
+impl LlamaForCausalLM {
+    /// The candidates of all chunks as one prefix of keys and values (`[1, kv_heads, C, d]`
+    /// per layer), candidate `j` rotated to position `j`.
+    fn candidate_prefix(&self, candidates: &[&Candidates]) -> Vec<LayerKv> {
+        let device = self.device();
+        let c: usize = candidates.iter().map(|g| g.0[0].0.dims()[0]).sum();
+        let (cos, sin) = self.rope().tables(0, c, &device);
+        (0..self.model.layers.len())
+            .map(|l| {
+                let k = Tensor::cat(candidates.iter().map(|g| g.0[l].0.clone()).collect(), 0);
+                let v = Tensor::cat(candidates.iter().map(|g| g.0[l].1.clone()).collect(), 0);
+                // [C, kv_heads, 1, d] -> [1, kv_heads, C, d]; candidate j sits at position j.
+                LayerKv {
+                    k: apply_tables(k.swap_dims(0, 2), &cos, &sin),
+                    v: v.swap_dims(0, 2),
+                }
+            })
+            .collect()
+    }
+}
+
 impl CondensingModel for LlamaForCausalLM {
     type Cache = KvCache;
     type Candidates = Candidates;
     type Logits = Tensor<2>;
+    type ChunkKv = Vec<LayerKv>;
 
-    fn prefill_chunks(&self, rows: &[Vec<u32>]) -> (KvCache, Candidates) {
-        let n = rows[0].len();
+    fn chunk_kv(&self, chunks: &[&[u32]]) -> Vec<Vec<LayerKv>> {
+        let rows: Vec<Vec<u32>> = chunks.iter().map(|c| c.to_vec()).collect();
+        let f = self.forward(batch_ids(&rows, &self.device()), 0, None, Rows::Plain);
+        let layers: Vec<(Tensor<4>, Tensor<4>)> =
+            f.new_kv.into_iter().map(|kv| (kv.k_rot, kv.v)).collect();
+        (0..chunks.len())
+            .map(|i| {
+                layers
+                    .iter()
+                    .map(|(k, v)| LayerKv {
+                        k: k.clone().narrow(0, i, 1),
+                        v: v.clone().narrow(0, i, 1),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn chunk_kv_bytes(&self, kv: &Vec<LayerKv>) -> usize {
+        kv.iter()
+            .map(|l| {
+                let elem = l.k.dtype().size();
+                (l.k.shape().num_elements() + l.v.shape().num_elements()) * elem
+            })
+            .sum()
+    }
+
+    fn prefill_prompts(&self, chunks: &[&Vec<LayerKv>], prompt: &[u32]) -> (KvCache, Candidates) {
+        let n = chunks[0][0].len();
+        let m = prompt.len();
+        let past: Vec<LayerKv> = (0..self.model.layers.len())
+            .map(|l| LayerKv {
+                k: Tensor::cat(chunks.iter().map(|c| c[l].k.clone()).collect(), 0),
+                v: Tensor::cat(chunks.iter().map(|c| c[l].v.clone()).collect(), 0),
+            })
+            .collect();
+        let rows = vec![prompt.to_vec(); chunks.len()];
         let f = self.forward(
-            batch_ids(rows, &self.device()),
-            0,
-            None,
+            batch_ids(&rows, &self.device()),
+            n,
+            Some(&past),
             Rows::LastIsCandidate,
         );
-        let mut cache = Vec::with_capacity(f.new_kv.len());
+        let mut cache = past;
         let mut cands = Vec::with_capacity(f.new_kv.len());
-        for kv in f.new_kv {
-            cache.push(LayerKv {
-                k: kv.k_rot.narrow(2, 0, n - 1),
-                v: kv.v.clone().narrow(2, 0, n - 1),
-            });
-            cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, n - 1, 1)));
+        for (c, kv) in cache.iter_mut().zip(f.new_kv) {
+            if m > 1 {
+                c.append(LayerKv {
+                    k: kv.k_rot.narrow(2, 0, m - 1),
+                    v: kv.v.clone().narrow(2, 0, m - 1),
+                });
+            }
+            cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, m - 1, 1)));
         }
         (cache, Candidates(cands))
     }
@@ -67,22 +126,35 @@ impl CondensingModel for LlamaForCausalLM {
         Candidates(cands)
     }
 
-    fn local_pass(&self, candidates: &[&Candidates], ids: &[u32]) -> Tensor<2> {
-        let device = self.device();
-        let c: usize = candidates.iter().map(|g| g.0[0].0.dims()[0]).sum();
-        let (cos, sin) = self.rope().tables(0, c, &device);
-        let past: Vec<LayerKv> = (0..self.model.layers.len())
-            .map(|l| {
-                let k = Tensor::cat(candidates.iter().map(|g| g.0[l].0.clone()).collect(), 0);
-                let v = Tensor::cat(candidates.iter().map(|g| g.0[l].1.clone()).collect(), 0);
-                // [C, kv_heads, 1, d] -> [1, kv_heads, C, d]; candidate j sits at position j.
-                LayerKv {
-                    k: apply_tables(k.swap_dims(0, 2), &cos, &sin),
-                    v: v.swap_dims(0, 2),
-                }
+    fn local_pass(&self, candidates: &[&Candidates], ids: &[u32]) -> (Tensor<2>, KvCache) {
+        let past = self.candidate_prefix(candidates);
+        let c = past[0].len();
+        let f = self.forward(ids_tensor(ids, &self.device()), c, Some(&past), Rows::Plain);
+        let cache = f
+            .new_kv
+            .into_iter()
+            .map(|kv| LayerKv {
+                k: kv.k_rot,
+                v: kv.v,
             })
             .collect();
-        let f = self.forward(ids_tensor(ids, &device), c, Some(&past), Rows::Plain);
+        (self.last_logits(f.hidden), cache)
+    }
+
+    fn local_step(&self, candidates: &[&Candidates], cache: &mut KvCache, token: u32) -> Tensor<2> {
+        let mut past = self.candidate_prefix(candidates);
+        let c = past[0].len();
+        for (p, w) in past.iter_mut().zip(cache.iter()) {
+            p.append(w.clone());
+        }
+        let start = c + cache[0].len();
+        let f = self.forward(
+            ids_tensor(&[token], &self.device()),
+            start,
+            Some(&past),
+            Rows::Plain,
+        );
+        Self::extend_cache(cache, f.new_kv);
         self.last_logits(f.hidden)
     }
 

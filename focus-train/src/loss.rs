@@ -256,7 +256,7 @@ pub fn example_loss_with(
         }
         work.local_tokens += local.len();
         let refs: Vec<&Candidates> = step.iter().collect();
-        let logits = model.local_pass(&refs, &local);
+        let (logits, _) = model.local_pass(&refs, &local);
         let logp = burn::tensor::activation::log_softmax(logits, 1);
         let target = ids_tensor(&[ys[t]], &device);
         losses.push(logp.gather(1, target).neg().reshape([1]));

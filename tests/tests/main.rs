@@ -5,6 +5,7 @@
 //! - `parity_smollm2`: the real default model (GGUF) against transformers.
 //! - `gguf`: dequantisation against gguf-py, and malformed files.
 //! - `loading`: strict loading errors.
+//! - `memory`: the document memory and the cached-window decoding.
 //! - `mutations`: the GGUF reader and the candidate-weights loader against thousands of
 //!   mutated files (no panic; bounded allocation for GGUF).
 //! - `precision`: f16 and bf16 against the f32 references, each in a process of its own.
@@ -14,6 +15,7 @@ mod chat;
 mod focus_fidelity;
 mod gguf;
 mod loading;
+mod memory;
 mod mutations;
 mod parity_smollm2;
 mod parity_tiny;

@@ -116,8 +116,9 @@ fn three_examples() -> Vec<Example> {
 }
 
 /// The training loss (chunk keys without autodiff, one candidate row per chunk) equals
-/// the same quantity through the inference path (whole chunks with the candidate as
-/// their last row, then the local pass), which the Python reference checks.
+/// the same quantity through the inference path (the model's `CondensingModel` calls:
+/// chunk keys, prompt rows with the candidate last, then the local pass), which the Python
+/// reference checks.
 #[test]
 fn cheap_loss_equals_the_inference_path() {
     let model = tiny_focus();
@@ -129,24 +130,29 @@ fn cheap_loss_equals_the_inference_path() {
         let cheap = scalar(example_loss(&model, &model, &x, &ex));
         let end = start + len;
         let prompt = &x[end - len.min(chunk_len)..end];
-        let rows: Vec<Vec<u32>> = (0..ex.num_chunks())
-            .map(|j| {
-                let mut r = x[j * chunk_len..((j + 1) * chunk_len).min(memory_end)].to_vec();
-                r.push(bos);
-                r.extend_from_slice(prompt);
-                r
-            })
+        let mut full_prompt = vec![bos];
+        full_prompt.extend_from_slice(prompt);
+        let chunks: Vec<&[u32]> = (0..ex.num_chunks())
+            .map(|j| &x[j * chunk_len..((j + 1) * chunk_len).min(memory_end)])
             .collect();
-        let mut groups: Vec<Vec<Vec<u32>>> = Vec::new();
-        for r in rows {
+        let mut groups: Vec<Vec<&[u32]>> = Vec::new();
+        for c in chunks {
             match groups.last_mut() {
-                Some(g) if g[0].len() == r.len() => g.push(r),
-                _ => groups.push(vec![r]),
+                Some(g) if g[0].len() == c.len() => g.push(c),
+                _ => groups.push(vec![c]),
             }
         }
-        let cands: Vec<_> = groups.iter().map(|g| model.prefill_chunks(g).1).collect();
+        let cands: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                let kv = model.chunk_kv(g);
+                model
+                    .prefill_prompts(&kv.iter().collect::<Vec<_>>(), &full_prompt)
+                    .1
+            })
+            .collect();
         let refs: Vec<_> = cands.iter().collect();
-        let logits = model.local_pass(&refs, &local_input(&x, &ex, bos));
+        let (logits, _) = model.local_pass(&refs, &local_input(&x, &ex, bos));
         let row = logits
             .into_data()
             .convert::<f32>()

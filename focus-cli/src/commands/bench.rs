@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
-use focus_core::{CondensingModel, FocusConfig, Reading, Sampler, Session};
-use focus_model::{LlamaConfig, LlamaForCausalLM};
+use focus_core::{ChunkMemory, CondensingModel, Decode, FocusConfig, Reading, Sampler, Session};
+use focus_model::{LayerKv, LlamaConfig, LlamaForCausalLM};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -34,9 +34,15 @@ pub struct Args {
     /// Tokens generated per decode measurement.
     #[arg(long, default_value_t = 16)]
     pub decode_tokens: usize,
-    /// What to compare: full (this project's full-attention decoder), focus, or both.
+    /// What to compare: full (this project's full-attention decoder), focus (FocusLLM,
+    /// exact decoding), focus-cw (FocusLLM decoding with the cached window; decode only).
     #[arg(long, value_delimiter = ',', default_value = "full,focus")]
     pub modes: Vec<String>,
+    /// Also measure the document memory: at each FocusLLM prefill length, a document read
+    /// with a fresh memory, then another question about it (a different ending, 37 tokens
+    /// longer) read with the memory the first left.
+    #[arg(long)]
+    pub memory: bool,
     /// Skip full attention above this many tokens (it is quadratic).
     #[arg(long, default_value = "32k")]
     pub full_max: String,
@@ -59,6 +65,9 @@ pub struct Row {
     pub mode: String,
     /// Chunks per batched pass (FocusLLM only).
     pub batch: Option<usize>,
+    /// `prefill`, `decode`, or `memory` (the prefill of a second question about the same
+    /// document with the document memory the first left; its ratio to the first is listed
+    /// among the ratios).
     pub phase: String,
     pub context: usize,
     pub tokens: usize,
@@ -132,11 +141,54 @@ impl Bench<'_> {
     }
 
     fn reading(&self, mode: &str, batch: Option<usize>) -> Reading {
-        match (mode, batch) {
-            ("full", _) => Reading::Full,
-            (_, Some(b)) => Reading::Focus(self.focus.with_max_batch(b)),
-            _ => Reading::Focus(self.focus),
+        let mut cfg = self
+            .focus
+            .with_max_batch(batch.unwrap_or(self.focus.max_batch));
+        if mode == "focus-cw" {
+            cfg.decode = Decode::CachedWindow;
         }
+        match mode {
+            "full" => Reading::Full,
+            _ => Reading::Focus(cfg),
+        }
+    }
+
+    /// One FocusLLM prefill of `ids` with `memory`; returns seconds.
+    fn prefill_with(
+        &self,
+        ids: &[u32],
+        batch: Option<usize>,
+        memory: &mut ChunkMemory<Vec<LayerKv>>,
+    ) -> f64 {
+        let cfg = self
+            .focus
+            .with_max_batch(batch.unwrap_or(self.focus.max_batch));
+        let bos = self.model.config().bos_token_id;
+        let t = Instant::now();
+        let (_, logits) =
+            Session::prefill_with_memory(self.model, &cfg, bos, ids, memory, |_, _| {})
+                .expect("valid settings");
+        let _ = logits.into_data();
+        sync(&self.device);
+        t.elapsed().as_secs_f64()
+    }
+
+    /// A document of `len` tokens with a question at its end (its last 64 tokens), read
+    /// with a fresh document memory; then the same document with another question, 37
+    /// tokens longer, read with the memory the first left. Returns both times.
+    fn two_questions(&mut self, len: usize, batch: Option<usize>) -> (f64, f64) {
+        let first = self.ids(len);
+        let doc = &first[..len.saturating_sub(64)];
+        let v = self.model.config().vocab_size as u32;
+        let second: Vec<u32> = doc
+            .iter()
+            .copied()
+            .chain((0..101).map(|_| self.rng.random_range(32..v.max(33))))
+            .collect();
+        let mut memory = ChunkMemory::new(usize::MAX);
+        let a = self.prefill_with(&first, batch, &mut memory);
+        let b = self.prefill_with(&second, batch, &mut memory);
+        (a, b)
     }
 
     /// Prefill `len` tokens; returns seconds.
@@ -177,8 +229,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let max_pos = usize::MAX / 4;
     let mut focus = args.focus.shape(max_pos)?;
     for m in &args.modes {
-        if m != "full" && m != "focus" {
-            bail!("unknown mode {m:?} (full, focus)");
+        if !["full", "focus", "focus-cw"].contains(&m.as_str()) {
+            bail!("unknown mode {m:?} (full, focus, focus-cw)");
         }
     }
     let prefill: Vec<usize> = args
@@ -252,25 +304,49 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             }
         }
     }
-    plan.retain(|(m, _, len, _)| m != "full" || *len <= full_max);
+    plan.retain(|(m, phase, len, _)| {
+        (m != "full" || *len <= full_max) && (m != "focus-cw" || *phase == "decode")
+    });
+    if args.memory {
+        for &len in &prefill {
+            for &b in &batches {
+                plan.push(("focus".into(), "memory", len, Some(b)));
+            }
+        }
+    }
     let bar = progress_bar(quiet, "runs");
     bar.set_length(plan.len() as u64);
     let mut rows = Vec::new();
+    let mut memory_ratios = Vec::new();
     for (mode, phase, len, batch) in plan {
         bar.set_message(format!("{mode} {phase} {len}"));
         reset_peak_rss();
         let mut times = Vec::new();
+        let mut firsts = Vec::new();
         for _ in 0..args.repeat {
-            times.push(if phase == "prefill" {
-                bench.prefill(&mode, len, batch)
-            } else {
-                bench.decode(&mode, len, batch, args.decode_tokens)
+            times.push(match phase {
+                "prefill" => bench.prefill(&mode, len, batch),
+                "memory" => {
+                    let (first, second) = bench.two_questions(len, batch);
+                    firsts.push(first);
+                    second
+                }
+                _ => bench.decode(&mode, len, batch, args.decode_tokens),
             });
         }
-        let tokens = if phase == "prefill" {
-            len
-        } else {
+        if phase == "memory" {
+            // Each run is its own first and second question; the ratio of medians.
+            memory_ratios.push(Ratio {
+                what: "document memory: second question vs first".into(),
+                phase: "prefill".into(),
+                context: len,
+                speedup: median(&firsts) / median(&times),
+            });
+        }
+        let tokens = if phase == "decode" {
             args.decode_tokens
+        } else {
+            len
         };
         let seconds = times
             .iter()
@@ -278,7 +354,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             .copied()
             .reduce(f64::min)
             .unwrap_or(times[0]);
-        let cache = if mode == "focus" {
+        let cache = if mode != "full" {
             model
                 .config()
                 .chunk_cache_bytes(&focus, len, bytes_per_value)
@@ -312,7 +388,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         args.model.device, args.model.dtype, focus.local_window, focus.chunk_len
     );
     print_table(&rows);
-    let ratios = ratios(&rows);
+    let mut ratios = ratios(&rows);
+    ratios.extend(memory_ratios);
     for r in &ratios {
         println!(
             "{} {} at {} tokens: {:.2}x",
@@ -335,6 +412,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         write_atomic(path, serde_json::to_string_pretty(&out)?.as_bytes())?;
     }
     Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn print_table(rows: &[Row]) {
@@ -390,6 +473,15 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
                 phase: phase.into(),
                 context,
                 speedup: o.seconds / w.seconds,
+            });
+        }
+        let cached = rows.iter().filter(same).find(|r| r.mode == "focus-cw");
+        if let (Some(w), Some(c)) = (widest, cached) {
+            out.push(Ratio {
+                what: "FocusLLM cached-window vs exact decoding".into(),
+                phase: phase.into(),
+                context,
+                speedup: w.seconds / c.seconds,
             });
         }
         let full = rows.iter().filter(same).find(|r| r.mode == "full");

@@ -15,6 +15,8 @@ pub struct FocusExt {
     pub local_window: Option<usize>,
     pub chunk: Option<usize>,
     pub prompt_cap: Option<usize>,
+    /// `exact` or `cached-window` (see `focus generate --decoding`).
+    pub decoding: Option<crate::common::DecodeArg>,
 }
 
 /// What `/v1/chat/completions` and `/v1/completions` share. Unknown OpenAI fields are

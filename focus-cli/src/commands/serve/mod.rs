@@ -63,6 +63,12 @@ pub struct Args {
     /// `max_tokens` of a request that sets none.
     #[arg(long, default_value_t = 256)]
     pub default_max_tokens: usize,
+    /// Byte budget of the document memory: the keys and values of memory chunks kept
+    /// between requests, so that another question about the same long text computes only
+    /// each chunk's prompt rows (least recently used chunks go first; 0 turns it off).
+    /// E.g. 2GiB, 512MiB, 0.
+    #[arg(long, default_value = "2GiB", value_parser = crate::common::parse_bytes)]
+    pub memory_budget: usize,
 }
 
 struct AppState {
@@ -98,7 +104,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         max_tokens_limit: args.max_tokens_limit,
         default_max_tokens: args.default_max_tokens,
     });
-    let model_thread = std::thread::spawn(move || worker::run(loaded, queue));
+    let budget = args.memory_budget;
+    let model_thread = std::thread::spawn(move || worker::run(loaded, queue, budget));
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/models", get(models))
@@ -214,6 +221,7 @@ impl AppState {
             focus.local_window = ext.local_window.or(focus.local_window);
             focus.chunk = ext.chunk.or(focus.chunk);
             focus.prompt_cap = ext.prompt_cap.unwrap_or(focus.prompt_cap);
+            focus.decoding = ext.decoding.unwrap_or(focus.decoding);
         }
         let cfg = focus
             .config(&self.config)

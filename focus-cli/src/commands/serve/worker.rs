@@ -1,9 +1,10 @@
 //! The model's thread: one loaded model, requests taken one at a time from a bounded queue,
 //! tokens sent back as they come. A request whose client has gone (its receiver dropped)
-//! stops at the next token.
+//! stops at the next token. The thread keeps a document memory: chunks read for one request
+//! are not computed again for the next one that holds them.
 
-use focus_core::{CondensingModel, Reading, Sampler, Session};
-use focus_model::Loaded;
+use focus_core::{ChunkMemory, CondensingModel, Reading, Sampler, Session};
+use focus_model::{LayerKv, Loaded};
 use tokio::sync::mpsc;
 
 /// One generation to run.
@@ -32,21 +33,39 @@ pub enum Event {
     Failed(String),
 }
 
-/// Runs jobs until the queue closes.
-pub fn run(loaded: Loaded, mut jobs: mpsc::Receiver<Job>) {
+/// Runs jobs until the queue closes, with a document memory of `memory_budget` bytes.
+pub fn run(loaded: Loaded, mut jobs: mpsc::Receiver<Job>, memory_budget: usize) {
+    let mut memory = ChunkMemory::new(memory_budget);
     while let Some(job) = jobs.blocking_recv() {
-        if let Err(e) = serve_one(&loaded, &job) {
+        if let Err(e) = serve_one(&loaded, &job, &mut memory) {
             let _ = job.reply.blocking_send(Event::Failed(e.to_string()));
         }
     }
 }
 
-fn serve_one(loaded: &Loaded, job: &Job) -> anyhow::Result<()> {
+fn serve_one(
+    loaded: &Loaded,
+    job: &Job,
+    memory: &mut ChunkMemory<Vec<LayerKv>>,
+) -> anyhow::Result<()> {
     let model = &loaded.model;
     let tok = &loaded.tokenizer;
     let eos = tok.eos_ids().to_vec();
     let bos = model.config().bos_token_id;
-    let (mut session, logits) = Session::read(model, job.reading, bos, &job.ids, |_, _| {})?;
+    let (mut session, logits) = match job.reading {
+        Reading::Focus(cfg) => {
+            let hits = memory.hits;
+            let r = Session::prefill_with_memory(model, &cfg, bos, &job.ids, memory, |_, _| {})?;
+            tracing::info!(
+                "{} of {} chunks from the document memory ({} MB held)",
+                memory.hits - hits,
+                r.0.plan().map_or(0, |p| p.num_chunks()),
+                memory.bytes() >> 20
+            );
+            r
+        }
+        reading => Session::read(model, reading, bos, &job.ids, |_, _| {})?,
+    };
     let first = model.logits_row(logits);
     let mut sampler = Sampler::new(job.temperature, job.top_p, job.seed);
     let mut stream = tok.stream();

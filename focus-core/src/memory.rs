@@ -1,0 +1,141 @@
+//! A document memory: the keys and values of memory chunks, kept between inputs.
+//!
+//! A chunk's tokens sit at positions `0..S` and see nothing before them, and its dynamic
+//! prompt comes after them under causal attention: the keys and values of a chunk's own
+//! tokens depend on those tokens alone, not on the question at the end of the input. A
+//! later input whose memory holds the same chunk (the same document with another question,
+//! or the same passage in another document) reuses them, and only the prompt rows of each
+//! chunk (`[separator ‖ dynamic prompt]`) and the local pass are computed again.
+//!
+//! Entries are keyed by the chunk's exact tokens (so a hit is exact, never a hash
+//! collision) and bounded by a byte budget, evicting the least recently used first.
+
+use std::collections::HashMap;
+
+/// Chunk keys and values (`K`, the model's type) by chunk tokens, within a byte budget.
+#[derive(Debug, Clone)]
+pub struct ChunkMemory<K> {
+    entries: HashMap<Vec<u32>, Entry<K>>,
+    budget: usize,
+    bytes: usize,
+    clock: u64,
+    /// Lookups answered from the memory, and all lookups (chunks).
+    pub hits: usize,
+    pub lookups: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry<K> {
+    kv: K,
+    bytes: usize,
+    used: u64,
+}
+
+impl<K: Clone> ChunkMemory<K> {
+    /// A memory of at most `budget` bytes (0: nothing is kept).
+    pub fn new(budget: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            budget,
+            bytes: 0,
+            clock: 0,
+            hits: 0,
+            lookups: 0,
+        }
+    }
+
+    /// The keys and values of `chunk`, if kept; marks the entry as just used.
+    pub fn get(&mut self, chunk: &[u32]) -> Option<K> {
+        self.lookups += 1;
+        self.clock += 1;
+        let e = self.entries.get_mut(chunk)?;
+        e.used = self.clock;
+        self.hits += 1;
+        Some(e.kv.clone())
+    }
+
+    /// Keeps `kv` (of `bytes` bytes) for `chunk`, evicting the least recently used entries
+    /// until it fits. An entry larger than the whole budget is not kept.
+    pub fn insert(&mut self, chunk: Vec<u32>, kv: K, bytes: usize) {
+        if bytes > self.budget {
+            return;
+        }
+        if let Some(old) = self.entries.remove(&chunk) {
+            self.bytes -= old.bytes;
+        }
+        while self.bytes + bytes > self.budget {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+                .expect("entries remain while bytes are counted");
+            let e = self.entries.remove(&oldest).expect("present");
+            self.bytes -= e.bytes;
+        }
+        self.clock += 1;
+        self.bytes += bytes;
+        self.entries.insert(
+            chunk,
+            Entry {
+                kv,
+                bytes,
+                used: self.clock,
+            },
+        );
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Number of chunks held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no chunk is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The chunks held and their keys and values, least recently used first (the order in
+    /// which [`insert`](Self::insert) gets them back when a saved memory is read again).
+    pub fn entries(&self) -> Vec<(&[u32], &K)> {
+        let mut v: Vec<_> = self.entries.iter().collect();
+        v.sort_by_key(|(_, e)| e.used);
+        v.into_iter().map(|(k, e)| (k.as_slice(), &e.kv)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_recently_used_goes_first_within_the_budget() {
+        let mut m = ChunkMemory::new(30);
+        m.insert(vec![1], 'a', 10);
+        m.insert(vec![2], 'b', 10);
+        m.insert(vec![3], 'c', 10);
+        assert_eq!(m.get(&[1]), Some('a')); // 1 is now the most recent
+        m.insert(vec![4], 'd', 10); // evicts 2
+        assert_eq!(m.get(&[2]), None);
+        assert_eq!((m.len(), m.bytes()), (3, 30));
+        m.insert(vec![5], 'e', 20); // evicts 3, then 1
+        let kept: Vec<_> = m.entries().into_iter().map(|(k, v)| (k[0], *v)).collect();
+        assert_eq!(kept, [(4, 'd'), (5, 'e')]);
+        m.insert(vec![6], 'f', 31); // larger than the budget: not kept, nothing evicted
+        assert_eq!((m.len(), m.bytes()), (2, 30));
+        m.insert(vec![4], 'D', 5); // replacing an entry frees its bytes first
+        assert_eq!((m.get(&[4]), m.bytes()), (Some('D'), 25));
+        assert_eq!((m.hits, m.lookups), (2, 3));
+        assert!(ChunkMemory::<u8>::new(0).is_empty());
+    }
+}
