@@ -81,8 +81,10 @@ pub fn nll(
         }
         _ => reading.kept(context).unwrap_or(context),
     };
+    // The truncated window is FocusLLM's local pass (BOS first); full attention reads the
+    // context as given.
     let mut ids = Vec::with_capacity(input.len() + targets.len() + 1);
-    if input[0] != bos {
+    if matches!(reading, Reading::Truncated(_)) && input[0] != bos {
         ids.push(bos);
     }
     ids.extend_from_slice(input);
