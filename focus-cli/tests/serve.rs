@@ -395,12 +395,12 @@ fn eight_clients_at_once_get_complete_answers() {
     );
     let addr = s.addr.clone();
     let round = |client: usize, i: usize| {
-        let prompt = if (client + i) % 2 == 0 {
+        let prompt = if (client + i).is_multiple_of(2) {
             format!("client {client} asks {i}: {}", "lorem ipsum ".repeat(12))
         } else {
             format!("short {client} {i}")
         };
-        let stream = i % 3 == 0;
+        let stream = i.is_multiple_of(3);
         let req = json!({"model": "tiny", "prompt": prompt, "max_tokens": 4,
                          "temperature": 0, "stream": stream});
         let (status, body) = request(&addr, "POST", "/v1/completions", req.to_string().as_bytes());

@@ -7,7 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::candidate::{CandidateProj, LowRank};
+use crate::candidate::low_rank::{CandidateProj, LowRank};
 use crate::config::LlamaConfig;
 use crate::rope::apply_tables;
 
