@@ -50,6 +50,14 @@ run)
   fi
   echo "VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-unset}" | tee "$out/env.txt"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$out/env.txt" 2>&1 || true
+  # What a `--features cuda` binary needs at run time (docs/backends.md): say what is missing.
+  for lib in libcuda.so.1 libnvrtc.so; do
+    where=$(ldconfig -p | awk -v l="$lib" '$1 ~ "^"l {print $NF; exit}')
+    [ -z "$where" ] && where=$(ls /usr/local/cuda*/lib64/$lib* 2>/dev/null | head -1)
+    echo "cuda: $lib ${where:-MISSING}" | tee -a "$out/env.txt"
+  done
+  hdr=$(ls /usr/local/cuda*/include/cuda_fp16.h /usr/include/cuda_fp16.h 2>/dev/null | head -1)
+  echo "cuda: cuda_fp16.h ${hdr:-MISSING}" | tee -a "$out/env.txt"
   for b in focus integration; do
     [ -x "$dist/$b" ] || { xz -dc "$dist/$b.xz" > "$dist/$b" && chmod +x "$dist/$b"; }
   done

@@ -18,6 +18,9 @@ stage clippy-wgpu cargo clippy --release -p focus-cli -p focus-tests --all-targe
   --no-default-features --features focus-cli/wgpu,focus-tests/wgpu -- -D warnings
 # API docs of the workspace's crates, with broken links and the like as errors.
 stage doc env RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --features "$FEATURES"
+# CUDA (NVRTC, no LLVM; docs/backends.md) must keep compiling, though no GPU runs it here.
+stage clippy-cuda cargo clippy --release -p focus-cli -p focus-tests --all-targets \
+  --features focus-cli/cuda,focus-tests/cuda -- -D warnings
 stage build cargo test --release --workspace --features "$FEATURES" --no-run
 
 log="$(mktemp)"
