@@ -67,6 +67,16 @@ run)
   # that within the time budget (it may pick slower kernels than a full search would).
   export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
   echo "CUBECL_AUTOTUNE_LEVEL=$CUBECL_AUTOTUNE_LEVEL" >> "$out/env.txt"
+  # cubecl's environment database (autotune results, and compiled kernels with the cache on)
+  # lives in the output folder, named after the GPU so that no other device's tuning is
+  # served here, and starts from the copy a previous run brought back (gpu-cache/, in the
+  # repository). It comes back with the results; commit it to start the next run warm.
+  # Compiled kernels are keyed by the executable's build id and only help the same binary.
+  mkdir -p "$out/cubecl"
+  [ -f gpu-cache/h200.db ] && cp gpu-cache/h200.db "$out/cubecl/"
+  printf '[environment]\nname = "h200"\npath = { directory = "%s" }\n\n[compilation]\ncache = true\n' \
+    "$(cd "$out/cubecl" && pwd)" > cubecl.toml
+  echo "cubecl environment: $out/cubecl/h200.db" >> "$out/env.txt"
   started=$SECONDS
 
   # 1. The tiny-model parity tests on the GPU: plain decoder and FocusLLM against the
