@@ -56,9 +56,8 @@ pub struct FocusArgs {
     pub decoding: DecodeArg,
 }
 
-/// `--decoding` (and the server's `focus.decoding`).
-#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
+/// `--decoding`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeArg {
     Exact,
     CachedWindow,

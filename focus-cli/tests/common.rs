@@ -17,24 +17,28 @@ pub fn root() -> PathBuf {
         .join("..")
 }
 
-/// The default model, or `None` when it has not been fetched: the test calling this is then
-/// skipped with a note naming the fetch command (where `FOCUS_REQUIRE_ASSETS` is set, as in
-/// CI, a missing model fails instead).
+/// The default model, or `None` when it has not been fetched (see [`present`]).
 pub fn smollm2() -> Option<PathBuf> {
     let assets = std::env::var("FOCUS_ASSETS").unwrap_or_else(|_| ".assets".into());
-    let model = root().join(assets).join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if model.is_file() {
-        return Some(model);
+    present(
+        root().join(assets).join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "scripts/fetch-assets.sh",
+    )
+}
+
+/// `path` if it exists; else `None`, and the test calling this is skipped with a note naming
+/// the command that provides it (where `FOCUS_REQUIRE_ASSETS` is set, as in CI, a missing
+/// file fails instead).
+pub fn present(path: PathBuf, command: &str) -> Option<PathBuf> {
+    if path.is_file() {
+        return Some(path);
     }
     assert!(
         std::env::var_os("FOCUS_REQUIRE_ASSETS").is_none(),
-        "{} missing: run scripts/fetch-assets.sh first",
-        model.display()
+        "{} missing: run {command} first",
+        path.display()
     );
-    eprintln!(
-        "skipped: {} missing (run scripts/fetch-assets.sh)",
-        model.display()
-    );
+    eprintln!("skipped: {} missing (run {command})", path.display());
     None
 }
 

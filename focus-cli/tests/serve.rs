@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{fixture, tiny};
+use crate::common::{fixture, present, tiny};
 
 /// A running server on a free port; killed on drop.
 struct Server {
@@ -312,26 +312,12 @@ fn a_client_that_leaves_stops_its_generation() {
 }
 
 /// The Python interpreter of the client tests' environment (`scripts/python-env.sh`), or
-/// `None` (the test is skipped with a note; where `FOCUS_REQUIRE_ASSETS` is set, as in CI,
-/// a missing environment fails instead).
+/// `None` (the test is skipped; see [`present`]).
 fn client_python() -> Option<std::path::PathBuf> {
     let env = std::env::var_os("FOCUS_PYTHON_ENV")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/focus-python")))?;
-    let python = env.join("bin/python");
-    if python.is_file() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("FOCUS_REQUIRE_ASSETS").is_none(),
-        "{} missing: run scripts/python-env.sh first",
-        python.display()
-    );
-    eprintln!(
-        "skipped: {} missing (run scripts/python-env.sh)",
-        python.display()
-    );
-    None
+    present(env.join("bin/python"), "scripts/python-env.sh")
 }
 
 /// The official `openai` Python package (pinned in tests/python/requirements.txt) against

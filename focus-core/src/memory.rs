@@ -8,7 +8,9 @@
 //! chunk (`[separator ‖ dynamic prompt]`) and the local pass are computed again.
 //!
 //! Entries are keyed by the chunk's exact tokens (so a hit is exact, never a hash
-//! collision) and bounded by a byte budget, evicting the least recently used first.
+//! collision) and bounded by a budget, evicting the least recently used first. The budget is
+//! in whatever unit [`ChunkMemory::insert`] is given: bytes for a session's memory, chunk
+//! tokens for the training's cache.
 
 use std::collections::HashMap;
 

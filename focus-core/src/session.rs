@@ -127,8 +127,23 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         ids: &[u32],
         progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
+        Self::read_with_memory(model, reading, bos, ids, &mut ChunkMemory::new(0), progress)
+    }
+
+    /// [`read`](Self::read) with a document memory, which FocusLLM reading uses (see
+    /// [`prefill_with_memory`](Self::prefill_with_memory)) and the baselines leave alone.
+    pub fn read_with_memory(
+        model: &'m M,
+        reading: Reading,
+        bos: u32,
+        ids: &[u32],
+        memory: &mut ChunkMemory<M::ChunkKv>,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(Self, M::Logits)> {
         let kept = match (reading, reading.kept(ids)) {
-            (Reading::Focus(cfg), _) => return Self::prefill(model, &cfg, bos, ids, progress),
+            (Reading::Focus(cfg), _) => {
+                return Self::prefill_with_memory(model, &cfg, bos, ids, memory, progress);
+            }
             (_, Some(kept)) => kept,
             (_, None) => unreachable!("a baseline keeps part of the input"),
         };

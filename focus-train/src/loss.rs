@@ -14,10 +14,8 @@
 //! The graph holds only the candidate rows (one per chunk and target, through the
 //! candidate projections, in every layer) and the local passes.
 
-use std::collections::HashMap;
-
 use burn::prelude::*;
-use focus_core::{CondensingModel, FocusConfig, Plan};
+use focus_core::{ChunkMemory, CondensingModel, FocusConfig, Plan};
 use focus_model::model::ids_tensor;
 use focus_model::{Candidates, LayerKv, LlamaForCausalLM, Rows};
 
@@ -44,50 +42,30 @@ impl Example {
     }
 }
 
-/// Frozen keys and values of chunk tokens, keyed by the tokens, shared by the examples of
-/// one document (a chunk's keys depend only on its own tokens: it starts at position 0
-/// and sees nothing else). Bounded by a number of cached tokens; cleared when full.
-#[derive(Debug, Default)]
-pub struct ChunkKvCache {
-    entries: HashMap<Vec<u32>, Vec<LayerKv>>,
-    tokens: usize,
-    /// Most chunk tokens kept.
-    pub capacity: usize,
-    /// Lookups answered from the cache, and all lookups (chunks).
-    pub hits: usize,
-    pub lookups: usize,
-}
+/// Frozen keys and values of chunk tokens, shared by the examples of one document: a
+/// focus-core [`ChunkMemory`] (keyed by the chunk's tokens, least recently used out) filled by
+/// the model's own [`CondensingModel::chunk_kv`], its budget counted in chunk tokens.
+#[derive(Debug)]
+pub struct ChunkKvCache(ChunkMemory<Vec<LayerKv>>);
 
 impl ChunkKvCache {
-    /// A cache of at most `capacity` chunk tokens.
+    /// A cache of at most `capacity` chunk tokens (0: nothing is kept).
     pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            ..Self::default()
-        }
+        Self(ChunkMemory::new(capacity))
+    }
+
+    /// Lookups answered from the cache so far.
+    pub fn hits(&self) -> usize {
+        self.0.hits
     }
 
     /// The keys and values (per layer, `[1, kv_heads, len, head_dim]`) of `chunk`.
     fn get(&mut self, frozen: &LlamaForCausalLM, chunk: &[u32]) -> Vec<LayerKv> {
-        self.lookups += 1;
-        if let Some(kv) = self.entries.get(chunk) {
-            self.hits += 1;
-            return kv.clone();
+        if let Some(kv) = self.0.get(chunk) {
+            return kv;
         }
-        let f = frozen.forward(ids_tensor(chunk, &frozen.device()), 0, None, Rows::Plain);
-        let kv: Vec<LayerKv> = f
-            .new_kv
-            .into_iter()
-            .map(|n| LayerKv { k: n.k_rot, v: n.v })
-            .collect();
-        if self.capacity > 0 {
-            if self.tokens + chunk.len() > self.capacity {
-                self.entries.clear();
-                self.tokens = 0;
-            }
-            self.tokens += chunk.len();
-            self.entries.insert(chunk.to_vec(), kv.clone());
-        }
+        let kv = frozen.chunk_kv(&[chunk]).pop().expect("one chunk");
+        self.0.insert(chunk.to_vec(), kv.clone(), chunk.len());
         kv
     }
 }
@@ -180,9 +158,9 @@ pub fn example_loss_with(
         let s = plan.chunks[batch.start].len();
         let mut hits = Vec::with_capacity(batch.len());
         for j in batch.clone() {
-            let before = cache.hits;
+            let before = cache.hits();
             hits.push(cache.get(frozen, &x[plan.chunks[j].clone()]));
-            if cache.hits > before {
+            if cache.hits() > before {
                 work.cached_tokens += s;
             } else {
                 work.chunk_tokens += s;

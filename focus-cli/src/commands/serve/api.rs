@@ -16,7 +16,7 @@ pub struct FocusExt {
     pub chunk: Option<usize>,
     pub prompt_cap: Option<usize>,
     /// `exact` or `cached-window` (see `focus generate --decoding`).
-    pub decoding: Option<crate::common::DecodeArg>,
+    pub decoding: Option<focus_core::Decode>,
 }
 
 /// What `/v1/chat/completions` and `/v1/completions` share. Unknown OpenAI fields are

@@ -221,11 +221,13 @@ impl AppState {
             focus.local_window = ext.local_window.or(focus.local_window);
             focus.chunk = ext.chunk.or(focus.chunk);
             focus.prompt_cap = ext.prompt_cap.unwrap_or(focus.prompt_cap);
-            focus.decoding = ext.decoding.unwrap_or(focus.decoding);
         }
-        let cfg = focus
+        let mut cfg = focus
             .config(&self.config)
             .map_err(|e| ApiError::bad_request(e.to_string(), Some("focus")))?;
+        if let Some(d) = c.focus.as_ref().and_then(|e| e.decoding) {
+            cfg.decode = d;
+        }
         // The local pass holds the candidates (one per chunk), BOS, the window and every
         // generated token, at consecutive positions.
         let chunks = ids

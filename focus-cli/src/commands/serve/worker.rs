@@ -52,20 +52,17 @@ fn serve_one(
     let tok = &loaded.tokenizer;
     let eos = tok.eos_ids().to_vec();
     let bos = model.config().bos_token_id;
-    let (mut session, logits) = match job.reading {
-        Reading::Focus(cfg) => {
-            let hits = memory.hits;
-            let r = Session::prefill_with_memory(model, &cfg, bos, &job.ids, memory, |_, _| {})?;
-            tracing::info!(
-                "{} of {} chunks from the document memory ({} MB held)",
-                memory.hits - hits,
-                r.0.plan().map_or(0, |p| p.num_chunks()),
-                memory.bytes() >> 20
-            );
-            r
-        }
-        reading => Session::read(model, reading, bos, &job.ids, |_, _| {})?,
-    };
+    let hits = memory.hits;
+    let (mut session, logits) =
+        Session::read_with_memory(model, job.reading, bos, &job.ids, memory, |_, _| {})?;
+    if let Some(plan) = session.plan() {
+        tracing::info!(
+            "{} of {} chunks from the document memory ({} MB held)",
+            memory.hits - hits,
+            plan.num_chunks(),
+            memory.bytes() >> 20
+        );
+    }
     let first = model.logits_row(logits);
     let mut sampler = Sampler::new(job.temperature, job.top_p, job.seed);
     let mut stream = tok.stream();
