@@ -29,6 +29,13 @@ pub struct LogLine {
     /// Mean loss on retrieval documents, if any.
     #[serde(default)]
     pub retrieval: Option<f64>,
+    /// Mean loss of the continuation examples' targets read from the local window alone
+    /// by the frozen model (the truncated baseline on the same targets), when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<f64>,
+    /// Mean KL(window ‖ FocusLLM) over those targets, when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
     /// Learning rate used (train lines).
     pub lr: Option<f64>,
     /// Gradient norm before clipping (train lines).

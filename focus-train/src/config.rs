@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::example::{Example, LossKind, sample};
+use crate::loss::LossOptions;
 
 /// Which objectives each sequence contributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +97,12 @@ pub struct TrainConfig {
     /// is one of these blocks, so its frozen keys come from the chunk cache.
     #[serde(default)]
     pub pool: usize,
+    /// Weight λ of the window anchor on text continuation examples: λ · KL(q ‖ p), where p
+    /// is FocusLLM's prediction of a target and q the frozen model's prediction from the
+    /// local window alone (0: off, as the reference). Not in the paper: it asks the memory
+    /// to leave ordinary text as the window reads it unless a target says otherwise.
+    #[serde(default)]
+    pub anchor: f64,
 }
 
 fn one() -> usize {
@@ -138,6 +145,12 @@ impl TrainConfig {
         }
         if self.curriculum.windows(2).any(|w| w[0].0 >= w[1].0) {
             return bad("curriculum steps must increase".into());
+        }
+        if !(self.anchor >= 0.0 && self.anchor.is_finite()) {
+            return bad(format!(
+                "the anchor weight {} must be zero or positive",
+                self.anchor
+            ));
         }
         if let Some(m) = self.max_span
             && !(30..=self.local_window - 2).contains(&m)
@@ -193,6 +206,16 @@ impl TrainConfig {
             }
         }
         out
+    }
+
+    /// What the loss of one example needs to know of the run.
+    pub fn loss_options(&self) -> LossOptions {
+        LossOptions {
+            prompt_cap: self.prompt_cap,
+            separator: self.separator,
+            anchor: self.anchor,
+            window: false,
+        }
     }
 
     /// The longest local span of an example.

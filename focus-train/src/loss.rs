@@ -19,7 +19,7 @@ use focus_core::{ChunkMemory, CondensingModel, FocusConfig, Plan};
 use focus_model::model::ids_tensor;
 use focus_model::{Candidates, LayerKv, LlamaForCausalLM, Rows};
 
-use crate::example::Example;
+use crate::example::{Example, LossKind};
 
 impl Example {
     /// The example as a plan over `x`: memory `x[..memory_end]`, local window the span,
@@ -96,7 +96,7 @@ pub struct Work {
     pub prompt_tokens: usize,
     /// Candidate rows (tracked).
     pub candidate_rows: usize,
-    /// Local-pass rows (tracked).
+    /// Local-pass rows (tracked; with the window anchor, also its frozen rows).
     pub local_tokens: usize,
     /// Supervised tokens.
     pub targets: usize,
@@ -125,8 +125,51 @@ impl Work {
     }
 }
 
-/// Mean cross-entropy (nats) of the example's targets, as a one-element tensor on `model`'s
-/// device (tracked when `model` is on an autodiff device), and the work it took.
+/// How one example's loss is taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossOptions {
+    /// Cap on the dynamic prompt (512 in the paper).
+    pub prompt_cap: usize,
+    /// The token between a chunk and its dynamic prompt (`None`: BOS, as the reference).
+    pub separator: Option<u32>,
+    /// Weight λ of the window anchor on continuation examples (0: off; see
+    /// [`TrainConfig::anchor`](crate::TrainConfig::anchor)).
+    pub anchor: f64,
+    /// Also read the targets of continuation examples from the local window alone (for
+    /// the held-out log), even when the anchor is off.
+    pub window: bool,
+}
+
+impl Default for LossOptions {
+    /// The reference's settings: prompt cap 512, BOS separator, no anchor.
+    fn default() -> Self {
+        Self {
+            prompt_cap: 512,
+            separator: None,
+            anchor: 0.0,
+            window: false,
+        }
+    }
+}
+
+/// The figures of one example's loss and what it took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExampleLoss {
+    /// Mean cross-entropy of the targets (nats).
+    pub nll: f64,
+    /// Mean cross-entropy of the same targets read from the local window alone by the
+    /// frozen model (the truncated baseline), when it was computed.
+    pub window_nll: Option<f64>,
+    /// Mean KL(q ‖ p) between that reading and FocusLLM's, when it was computed.
+    pub kl: Option<f64>,
+    /// The work it took.
+    pub work: Work,
+}
+
+/// The loss of example `ex` of sequence `x`: what is minimised (the mean cross-entropy of
+/// the targets, plus λ times the mean KL(q ‖ p) of the window anchor on continuation
+/// examples), a one-element tensor on `model`'s device (tracked when that device has
+/// autodiff), and its figures.
 ///
 /// `frozen` is the same decoder without autodiff; only its base weights are used.
 pub fn example_loss_with(
@@ -134,10 +177,10 @@ pub fn example_loss_with(
     frozen: &LlamaForCausalLM,
     x: &[u32],
     ex: &Example,
-    prompt_cap: usize,
-    separator: Option<u32>,
+    opts: &LossOptions,
     cache: &mut ChunkKvCache,
-) -> (Tensor<1>, Work) {
+) -> (Tensor<1>, ExampleLoss) {
+    let (prompt_cap, separator) = (opts.prompt_cap, opts.separator);
     let bos = model.config().bos_token_id;
     let device = model.device();
     let track = device.is_autodiff();
@@ -227,7 +270,7 @@ pub fn example_loss_with(
         }
     }
     let mut local = plan.local_input(x, bos);
-    let mut losses = Vec::with_capacity(k);
+    let mut logps = Vec::with_capacity(k);
     for (t, step) in cands.iter().enumerate() {
         if t > 0 {
             local.push(ys[t - 1]);
@@ -235,25 +278,76 @@ pub fn example_loss_with(
         work.local_tokens += local.len();
         let refs: Vec<&Candidates> = step.iter().collect();
         let (logits, _) = model.local_pass(&refs, &local);
-        let logp = burn::tensor::activation::log_softmax(logits, 1);
-        let target = ids_tensor(&[ys[t]], &device);
-        losses.push(logp.gather(1, target).neg().reshape([1]));
+        logps.push(burn::tensor::activation::log_softmax(logits, 1));
     }
-    let loss = Tensor::cat(losses, 0).mean();
-    work.frozen_seconds = frozen_time.as_secs_f64();
-    work.tracked_seconds = (clock.elapsed() - frozen_time).as_secs_f64();
-    (loss, work)
+    let logp = Tensor::cat(logps, 0); // [k, vocab]
+    let targets = ids_tensor(ys, &device).reshape([k, 1]);
+    let nll_t = logp.clone().gather(1, targets.clone()).neg().mean();
+    let nll = f64::from(nll_t.clone().into_scalar::<f32>());
+    let mut total = nll_t.reshape([1]);
+    let mut out = ExampleLoss {
+        nll,
+        window_nll: None,
+        kl: None,
+        work,
+    };
+    let anchored = opts.anchor > 0.0 && ex.kind == LossKind::Continuation;
+    if anchored || (opts.window && ex.kind == LossKind::Continuation) {
+        // The frozen model reads the local window and the earlier targets alone: its rows
+        // for the targets are the truncated baseline's predictions.
+        let frozen_start = std::time::Instant::now();
+        let f = frozen.forward(
+            ids_tensor(&local, &frozen.device()),
+            0,
+            None,
+            Rows::Plain,
+        );
+        let n = local.len();
+        let vocab = frozen.config().vocab_size;
+        let hidden = f.hidden.narrow(1, n - k, k);
+        let q_logp = burn::tensor::activation::log_softmax(frozen.logits(hidden).reshape([k, vocab]), 1);
+        let window_nll = q_logp
+            .clone()
+            .gather(1, ids_tensor(ys, &frozen.device()).reshape([k, 1]))
+            .neg()
+            .mean()
+            .into_scalar::<f32>();
+        out.work.local_tokens += n;
+        frozen_time += frozen_start.elapsed();
+        let (q_logp, q) = if track {
+            (q_logp.clone().autodiff(), q_logp.exp().autodiff())
+        } else {
+            (q_logp.clone(), q_logp.exp())
+        };
+        let kl_t = (q * (q_logp - logp)).sum_dim(1).mean();
+        out.window_nll = Some(window_nll.into());
+        out.kl = Some(kl_t.clone().into_scalar::<f32>().into());
+        if anchored {
+            total = total + kl_t.mul_scalar(opts.anchor).reshape([1]);
+        }
+    }
+    out.work.frozen_seconds = frozen_time.as_secs_f64();
+    out.work.tracked_seconds = (clock.elapsed() - frozen_time).as_secs_f64();
+    (total, out)
 }
 
-/// [`example_loss_with`] with the reference's prompt cap and separator (512, BOS) and no
-/// cache.
+/// [`example_loss_with`] with the reference's settings ([`LossOptions::default`]) and no
+/// cache: the tensor to minimise.
 pub fn example_loss(
     model: &LlamaForCausalLM,
     frozen: &LlamaForCausalLM,
     x: &[u32],
     ex: &Example,
 ) -> Tensor<1> {
-    example_loss_with(model, frozen, x, ex, 512, None, &mut ChunkKvCache::new(0)).0
+    example_loss_with(
+        model,
+        frozen,
+        x,
+        ex,
+        &LossOptions::default(),
+        &mut ChunkKvCache::new(0),
+    )
+    .0
 }
 
 /// The local input of an example: BOS and the local span (BOS not doubled when the span

@@ -21,7 +21,7 @@ use crate::checkpoint::{
 use crate::config::{TrainConfig, step_rng};
 use crate::error::{Error, Result};
 use crate::example::{Example, LossKind};
-use crate::loss::{ChunkKvCache, Work, example_loss_with};
+use crate::loss::{ChunkKvCache, ExampleLoss, LossOptions, Work, example_loss_with};
 use crate::synth::{Haystack, Layout, document};
 
 /// Packed sequences for training and held-out evaluation, and what retrieval documents
@@ -125,22 +125,25 @@ pub struct RunOptions {
     pub init: Option<PathBuf>,
 }
 
-fn summarize(step: usize, kind: &str, losses: &[(LossKind, f64)]) -> LogLine {
-    let mean = |k: Option<LossKind>| {
+fn summarize(step: usize, kind: &str, losses: &[(LossKind, ExampleLoss)]) -> LogLine {
+    let mean = |k: Option<LossKind>, f: &dyn Fn(&ExampleLoss) -> Option<f64>| {
         let v: Vec<f64> = losses
             .iter()
             .filter(|(kk, _)| k.is_none_or(|k| *kk == k))
-            .map(|x| x.1)
+            .filter_map(|(_, l)| f(l))
             .collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
+    let nll = |l: &ExampleLoss| Some(l.nll);
     LogLine {
         step,
         kind: kind.into(),
-        loss: mean(None).unwrap_or(f64::NAN),
-        continuation: mean(Some(LossKind::Continuation)),
-        repetition: mean(Some(LossKind::Repetition)),
-        retrieval: mean(Some(LossKind::Retrieval)),
+        loss: mean(None, &nll).unwrap_or(f64::NAN),
+        continuation: mean(Some(LossKind::Continuation), &nll),
+        repetition: mean(Some(LossKind::Repetition), &nll),
+        retrieval: mean(Some(LossKind::Retrieval), &nll),
+        window: mean(Some(LossKind::Continuation), &|l| l.window_nll),
+        kl: mean(Some(LossKind::Continuation), &|l| l.kl),
         targets: None,
         split: None,
         lr: None,
@@ -173,19 +176,15 @@ pub fn evaluate(
         ..cfg.clone()
     };
     let mut cache = ChunkKvCache::new(0);
+    // The window's own reading of the continuation targets is logged beside FocusLLM's.
+    let opts = LossOptions {
+        window: true,
+        ..cfg.loss_options()
+    };
     for seq in data.eval.iter().take(n) {
         for ex in both.examples(seq.len(), &mut rng) {
-            let (loss, work) = example_loss_with(
-                &plain,
-                frozen,
-                seq,
-                &ex,
-                cfg.prompt_cap,
-                cfg.separator,
-                &mut cache,
-            );
-            let l: f64 = loss.into_scalar::<f32>().into();
-            tokens += work.tokens_read();
+            let (_, l) = example_loss_with(&plain, frozen, seq, &ex, &opts, &mut cache);
+            tokens += l.work.tokens_read();
             losses.push((ex.kind, l));
         }
     }
@@ -292,6 +291,7 @@ pub fn train(
         write_line(&line)?;
     }
     let mut cache = ChunkKvCache::new(opts.chunk_cache_tokens);
+    let loss_opts = cfg.loss_options();
     for t in start..cfg.steps {
         let t0 = Instant::now();
         let examples = step_examples(cfg, data, t)?;
@@ -307,19 +307,10 @@ pub fn train(
         let mut work = Work::default();
         let mut backward = 0.0;
         for (seq, ex) in &examples {
-            let (loss, w) = example_loss_with(
-                &model,
-                &frozen,
-                seq,
-                ex,
-                cfg.prompt_cap,
-                cfg.separator,
-                &mut cache,
-            );
-            losses.push((ex.kind, loss.clone().into_scalar::<f32>().into()));
-            work.add(&w);
+            let (total, l) = example_loss_with(&model, &frozen, seq, ex, &loss_opts, &mut cache);
+            work.add(&l.work);
             let back = Instant::now();
-            let grads = GradientsParams::from_grads(loss.mul_scalar(scale).backward(), &model);
+            let grads = GradientsParams::from_grads(total.mul_scalar(scale).backward(), &model);
             backward += back.elapsed().as_secs_f64();
             for (acc, id) in sum.iter_mut().zip(&ids) {
                 if let Some(g) = grads.get::<2>(*id) {
@@ -329,6 +320,7 @@ pub fn train(
                     });
                 }
             }
+            losses.push((ex.kind, l));
         }
         let sq: Vec<Tensor<1>> = sum
             .iter()
@@ -341,7 +333,7 @@ pub fn train(
             f64::from(Tensor::cat(sq, 0).sum().into_scalar::<f32>()).sqrt()
         };
         // A NaN would otherwise flow into the weights and the checkpoint.
-        let bad_loss = losses.iter().any(|(_, l): &(_, f64)| !l.is_finite());
+        let bad_loss = losses.iter().any(|(_, l)| !l.nll.is_finite() || l.kl.is_some_and(|k| !k.is_finite()));
         if bad_loss || !norm.is_finite() {
             let what = if bad_loss {
                 "the loss"

@@ -25,7 +25,7 @@ pub fn run(args: Args) -> Result<()> {
     let log = args.run.join("log.jsonl");
     let text = crate::common::read_text(&log)?;
     let mut train = Vec::new();
-    let mut eval = (Vec::new(), Vec::new(), Vec::new());
+    let mut eval = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, l) in text.lines().enumerate() {
         let line: focus_train::checkpoint::LogLine = serde_json::from_str(l)
             .map_err(|e| anyhow::anyhow!("{} line {}: {e}", log.display(), i + 1))?;
@@ -36,6 +36,7 @@ pub fn run(args: Args) -> Result<()> {
             eval.0.push((x, line.loss));
             eval.1.extend(line.continuation.map(|v| (x, v)));
             eval.2.extend(line.repetition.map(|v| (x, v)));
+            eval.3.extend(line.window.map(|v| (x, v)));
         }
     }
     let k = args.smooth.max(1);
@@ -70,7 +71,17 @@ pub fn run(args: Args) -> Result<()> {
             points: eval.2,
             color: RGBColor(30, 150, 60),
         },
+        Series {
+            name: "held-out continuation, window alone".into(),
+            points: eval.3,
+            color: RGBColor(120, 170, 240),
+        },
     ];
+    // Logs written before a series existed leave it out of the legend.
+    let series: Vec<Series> = series
+        .into_iter()
+        .filter(|s| !s.points.is_empty())
+        .collect();
     let out = args.out.unwrap_or_else(|| args.run.join("loss.png"));
     lines(
         &out,

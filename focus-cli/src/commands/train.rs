@@ -130,6 +130,11 @@ pub struct Args {
     /// so that every chunk but the fact's comes from the chunk cache (0: any slice).
     #[arg(long, default_value_t = 0)]
     pub pool: usize,
+    /// Weight of the window anchor on text continuation examples: the KL divergence from
+    /// the frozen model's prediction from the local window alone to FocusLLM's, added to
+    /// the loss (0: off, as the paper). It keeps the memory from disturbing ordinary text.
+    #[arg(long, default_value_t = 0.0)]
+    pub anchor: f64,
     /// Start from these candidate weights (written by an earlier run: its low-rank factors
     /// with the same --rank, or full projections without --rank) instead of copies of the
     /// base projections; the optimizer starts afresh.
@@ -213,6 +218,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         curriculum: curriculum(&args.curriculum)?,
         max_span: args.max_span,
         pool: args.pool,
+        anchor: args.anchor,
     };
     cfg.validate()?;
     if args.min_len <= args.local_window {
@@ -314,10 +320,13 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                 ));
             } else {
                 bar.println(format!(
-                    "step {}: held-out loss {:.4} (continuation {}, repetition {}){}",
+                    "step {}: held-out loss {:.4} (continuation {}{}, repetition {}){}",
                     line.step,
                     line.loss,
                     line.continuation.map_or("-".into(), |v| format!("{v:.4}")),
+                    line.window.map_or(String::new(), |v| format!(
+                        " against {v:.4} for the window alone"
+                    )),
                     line.repetition.map_or("-".into(), |v| format!("{v:.4}")),
                     line.probe.map_or(String::new(), |p| format!(
                         ", passkey probe {:.0}%",
