@@ -17,5 +17,5 @@ exec "$focus" train --model "$a/SmolLM2-135M-Instruct.Q4_1.gguf" \
   --local-window 512 --chunk-sizes 512 --rank 8 --lr 1e-3 --warmup 10 \
   --schedule constant --steps 3000 --batch 3 --seed 43 \
   --objective continuation --spans 2 --targets 4 --anchor 1 --min-len 1536 --max-len 4608 \
-  --retrieval 0.4 --curriculum 0:16 --max-span 384 --pool 64 --chunk-cache 100000 \
+  --retrieval 0.4 --curriculum 0:16 --pool 64 --chunk-cache 100000 \
   --eval-every 20 --save-every 5 --eval-sequences 4 --probe-lengths 2k,4k "$@"
