@@ -296,16 +296,12 @@ pub fn example_loss_with(
         // The frozen model reads the local window and the earlier targets alone: its rows
         // for the targets are the truncated baseline's predictions.
         let frozen_start = std::time::Instant::now();
-        let f = frozen.forward(
-            ids_tensor(&local, &frozen.device()),
-            0,
-            None,
-            Rows::Plain,
-        );
+        let f = frozen.forward(ids_tensor(&local, &frozen.device()), 0, None, Rows::Plain);
         let n = local.len();
         let vocab = frozen.config().vocab_size;
         let hidden = f.hidden.narrow(1, n - k, k);
-        let q_logp = burn::tensor::activation::log_softmax(frozen.logits(hidden).reshape([k, vocab]), 1);
+        let q_logp =
+            burn::tensor::activation::log_softmax(frozen.logits(hidden).reshape([k, vocab]), 1);
         let window_nll = q_logp
             .clone()
             .gather(1, ids_tensor(ys, &frozen.device()).reshape([k, 1]))

@@ -333,7 +333,9 @@ pub fn train(
             f64::from(Tensor::cat(sq, 0).sum().into_scalar::<f32>()).sqrt()
         };
         // A NaN would otherwise flow into the weights and the checkpoint.
-        let bad_loss = losses.iter().any(|(_, l)| !l.nll.is_finite() || l.kl.is_some_and(|k| !k.is_finite()));
+        let bad_loss = losses
+            .iter()
+            .any(|(_, l)| !l.nll.is_finite() || l.kl.is_some_and(|k| !k.is_finite()));
         if bad_loss || !norm.is_finite() {
             let what = if bad_loss {
                 "the loss"

@@ -275,7 +275,11 @@ fn the_window_anchor_adds_the_kl_to_the_window_reading() {
             let (lp, lq) = (log_softmax(p_row), log_softmax(&q_row));
             nll -= lp[y as usize];
             window -= lq[y as usize];
-            kl += lq.iter().zip(&lp).map(|(q, p)| q.exp() * (q - p)).sum::<f64>();
+            kl += lq
+                .iter()
+                .zip(&lp)
+                .map(|(q, p)| q.exp() * (q - p))
+                .sum::<f64>();
         }
         let n = targets as f64;
         let (nll, window, kl) = (nll / n, window / n, kl / n);
@@ -289,7 +293,8 @@ fn the_window_anchor_adds_the_kl_to_the_window_reading() {
             memory_end: x.len(),
             ..ex
         };
-        let (a, f) = focus_train::loss::example_loss_with(&model, &model, &x, &rep, &opts, &mut cache);
+        let (a, f) =
+            focus_train::loss::example_loss_with(&model, &model, &x, &rep, &opts, &mut cache);
         assert_eq!(f.kl, None);
         assert_eq!(scalar(a), scalar(example_loss(&model, &model, &x, &rep)));
     }
