@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # The W = 512 training run of docs/training.md: SmolLM2-135M-Instruct, rank-8 updates of the
-# candidate projections, mostly retrieval documents with a curriculum on the number of
-# chunks, plus text with both objectives.
-# Usage: scripts/train-w512.sh RUN_DIR [extra focus train options, e.g. --resume or --init F]
+# candidate projections.
+#   first stage (default): mostly retrieval documents with a curriculum on the number of
+#     chunks, plus text with both objectives;
+#   --text (second stage, started with --init from the first stage's weights): longer text
+#     with the continuation objective and the window anchor, 40 % retrieval documents.
+# Usage: scripts/train-w512.sh [--text] RUN_DIR [extra focus train options, e.g. --resume or
+#        --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+stage=(--chunk-sizes 128,256,512 --targets 4 --retrieval 0.75
+  --curriculum 0:1,30:2,60:4,100:8,160:16 --max-span 192 --chunk-cache 200000 --eval-every 40
+  --save-every 10)
+if [ "${1:-}" = --text ]; then
+  shift
+  stage=(--chunk-sizes 512 --seed 43 --objective continuation --spans 2 --targets 4 --anchor 1
+    --min-len 1536 --max-len 4608 --retrieval 0.4 --curriculum 0:16 --chunk-cache 100000
+    --eval-every 20 --save-every 5)
+fi
 run=$1
 shift
 focus=${FOCUS_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/focus-target}/release/focus}
@@ -14,7 +27,5 @@ a=${FOCUS_ASSETS:-.assets}
 exec "$focus" train --model "$a/SmolLM2-135M-Instruct.Q4_1.gguf" \
   --data "$a/books/lcet10.txt" "$a/books/plrabn12.txt" "$a/books/asyoulik.txt" "$a/essays" \
   --eval-data "$a/books/alice29.txt" --out "$run" \
-  --local-window 512 --chunk-sizes 128,256,512 --rank 8 --lr 1e-3 --warmup 10 \
-  --schedule constant --steps 3000 --batch 3 --targets 4 --retrieval 0.75 \
-  --curriculum 0:1,30:2,60:4,100:8,160:16 --max-span 192 --pool 64 --chunk-cache 200000 \
-  --eval-every 40 --save-every 10 --eval-sequences 4 --probe-lengths 2k,4k "$@"
+  --local-window 512 --rank 8 --lr 1e-3 --warmup 10 --schedule constant --steps 3000 \
+  --batch 3 --pool 64 --eval-sequences 4 --probe-lengths 2k,4k "${stage[@]}" "$@"

@@ -282,7 +282,7 @@ pub fn example_loss_with(
     }
     let logp = Tensor::cat(logps, 0); // [k, vocab]
     let targets = ids_tensor(ys, &device).reshape([k, 1]);
-    let nll_t = logp.clone().gather(1, targets.clone()).neg().mean();
+    let nll_t = logp.clone().gather(1, targets).neg().mean();
     let nll = f64::from(nll_t.clone().into_scalar::<f32>());
     let mut total = nll_t.reshape([1]);
     let mut out = ExampleLoss {

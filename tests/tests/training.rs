@@ -116,6 +116,18 @@ fn three_examples() -> Vec<Example> {
     .collect()
 }
 
+/// A continuation example: the memory is everything before the span.
+fn continuation(start: usize, len: usize, chunk_len: usize, targets: usize) -> Example {
+    Example {
+        kind: LossKind::Continuation,
+        start,
+        len,
+        memory_end: start,
+        chunk_len,
+        targets,
+    }
+}
+
 /// The training loss (chunk keys without autodiff, one candidate row per chunk) equals
 /// the same quantity through the inference path (the model's `CondensingModel` calls:
 /// chunk keys, prompt rows with the candidate last, then the local pass), which the Python
@@ -179,14 +191,7 @@ fn several_targets_equal_the_decoding_steps() {
     let bos = model.config().bos_token_id;
     let mut worst = 0f32;
     for (start, len, chunk_len, targets) in [(97, 40, 16, 5), (130, 31, 24, 3), (64, 45, 64, 4)] {
-        let ex = Example {
-            kind: LossKind::Continuation,
-            start,
-            len,
-            memory_end: start,
-            chunk_len,
-            targets,
-        };
+        let ex = continuation(start, len, chunk_len, targets);
         let mut cache = focus_train::loss::ChunkKvCache::new(1 << 16);
         let opts = focus_train::loss::LossOptions::default();
         let (loss, figures) =
@@ -240,14 +245,7 @@ fn the_window_anchor_adds_the_kl_to_the_window_reading() {
     };
     let mut worst = [0f64; 3];
     for (start, len, chunk_len, targets) in [(97, 40, 16, 4), (130, 31, 24, 1)] {
-        let ex = Example {
-            kind: LossKind::Continuation,
-            start,
-            len,
-            memory_end: start,
-            chunk_len,
-            targets,
-        };
+        let ex = continuation(start, len, chunk_len, targets);
         let lambda = 0.5;
         let opts = focus_train::loss::LossOptions {
             anchor: lambda,
