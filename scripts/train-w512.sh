@@ -4,9 +4,11 @@
 #   first stage (default): mostly retrieval documents with a curriculum on the number of
 #     chunks, plus text with both objectives;
 #   --text (second stage, started with --init from the first stage's weights): longer text
-#     with the continuation objective and the window anchor, 40 % retrieval documents.
-# Usage: scripts/train-w512.sh [--text] RUN_DIR [extra focus train options, e.g. --resume or
-#        --init F]
+#     with the continuation objective and the window anchor, 40 % retrieval documents;
+#   --long (third stage, started with --init from the second stage's weights): text of 9 to 17
+#     chunks, as many as the 8K perplexity windows hold, and the anchor at twice the weight.
+# Usage: scripts/train-w512.sh [--text|--long] RUN_DIR [extra focus train options, e.g.
+#        --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
@@ -19,6 +21,11 @@ if [ "${1:-}" = --text ]; then
   stage=(--chunk-sizes 512 --seed 43 --objective continuation --spans 2 --targets 4 --anchor 1
     --min-len 1536 --max-len 4608 --retrieval 0.4 --curriculum 0:16 --chunk-cache 100000
     --eval-every 20 --save-every 5)
+elif [ "${1:-}" = --long ]; then
+  shift
+  stage=(--chunk-sizes 512 --seed 44 --objective continuation --spans 2 --targets 4 --anchor 2
+    --min-len 5120 --max-len 9216 --retrieval 0.4 --curriculum 0:16 --chunk-cache 100000
+    --eval-every 0 --save-every 5)
 fi
 run=$1
 shift
