@@ -16,17 +16,16 @@ cd "$(dirname "$0")/.."
 stage=(--chunk-sizes 128,256,512 --targets 4 --retrieval 0.75
   --curriculum 0:1,30:2,60:4,100:8,160:16 --max-span 192 --chunk-cache 200000 --eval-every 40
   --save-every 10)
-if [ "${1:-}" = --text ]; then
-  shift
-  stage=(--chunk-sizes 512 --seed 43 --objective continuation --spans 2 --targets 4 --anchor 1
-    --min-len 1536 --max-len 4608 --retrieval 0.4 --curriculum 0:16 --chunk-cache 100000
-    --eval-every 20 --save-every 5)
-elif [ "${1:-}" = --long ]; then
-  shift
-  stage=(--chunk-sizes 512 --seed 44 --objective continuation --spans 2 --targets 4 --anchor 2
-    --min-len 5120 --max-len 9216 --retrieval 0.4 --curriculum 0:16 --chunk-cache 100000
-    --eval-every 0 --save-every 5)
-fi
+# The later stages share everything but the seed, the anchor, the text lengths and the
+# held-out evaluation.
+text=(--chunk-sizes 512 --objective continuation --spans 2 --targets 4 --retrieval 0.4
+  --curriculum 0:16 --chunk-cache 100000 --save-every 5)
+case "${1:-}" in
+  --text) shift; stage=("${text[@]}" --seed 43 --anchor 1 --min-len 1536 --max-len 4608
+    --eval-every 20) ;;
+  --long) shift; stage=("${text[@]}" --seed 44 --anchor 2 --min-len 5120 --max-len 9216
+    --eval-every 0) ;;
+esac
 run=$1
 shift
 focus=${FOCUS_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/focus-target}/release/focus}
