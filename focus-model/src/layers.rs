@@ -186,29 +186,22 @@ impl Attention {
             _ => (k_rot.clone(), v.clone()),
         };
         let groups = h / hkv;
-        let out = if t == 1 && groups > 1 {
-            // One row sees every key, so no mask: the query heads that share a key/value
-            // head become rows of that head (head j reads key/value head j / groups, as
-            // `repeat_kv`), and the keys and values are not copied `groups` times. This is
-            // what decoding steps and candidate rows run, and what a training step keeps
-            // for its backward pass.
-            let options = AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: false,
-            };
-            let q = q.reshape([b, hkv, groups, hd]);
-            attention(q, k_all, v_all, None, None, options).reshape([b, h, 1, hd])
+        // A single row sees every key, so it needs no mask, and the query heads that share
+        // a key/value head can be that head's rows (head j reads key/value head j / groups,
+        // as `repeat_kv`): decoding steps and candidate rows then read the keys and values
+        // without copying them `groups` times, and a training step keeps one copy for its
+        // backward pass.
+        let (q, k_all, v_all) = if t == 1 {
+            (q.reshape([b, hkv, groups, hd]), k_all, v_all)
         } else {
-            let options = AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: true,
-            };
-            let k_all = repeat_kv(k_all, groups);
-            let v_all = repeat_kv(v_all, groups);
-            attention(q, k_all, v_all, None, None, options)
+            (q, repeat_kv(k_all, groups), repeat_kv(v_all, groups))
         };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: t > 1,
+        };
+        let out = attention(q, k_all, v_all, None, None, options).reshape([b, h, t, hd]);
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
         let out = Self::project(out, &self.o_proj, cand.as_ref().map(|c| &c[3])).0;
         (out, NewKv { k_rot, v, cand_k })
