@@ -6,8 +6,10 @@
 #   --text (second stage, started with --init from the first stage's weights): longer text
 #     with the continuation objective and the window anchor, 40 % retrieval documents;
 #   --long (third stage, started with --init from the second stage's weights): text of 9 to 17
-#     chunks, as many as the 8K perplexity windows hold, and the anchor at twice the weight.
-# Usage: scripts/train-w512.sh [--text|--long] RUN_DIR [extra focus train options, e.g.
+#     chunks, as many as the 8K perplexity windows hold, and the anchor at twice the weight;
+#   --anneal (fourth stage, started with --init from the third stage's weights): the third
+#     stage's mix on new draws, 12 steps with the learning rate decaying linearly to zero.
+# Usage: scripts/train-w512.sh [--text|--long|--anneal] RUN_DIR [extra focus train options, e.g.
 #        --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
@@ -19,12 +21,15 @@ stage=(--chunk-sizes 128,256,512 --targets 4 --retrieval 0.75
 # The later stages share everything but the seed, the anchor, the text lengths and the
 # held-out evaluation.
 text=(--chunk-sizes 512 --objective continuation --spans 2 --targets 4 --retrieval 0.4
-  --curriculum 0:16 --chunk-cache 100000 --save-every 5)
+  --curriculum 0:16 --chunk-cache 100000)
+long=(--anchor 2 --min-len 5120 --max-len 9216 --eval-every 0)
+sched=(--lr 1e-3 --warmup 10 --schedule constant --steps 3000)
 case "${1:-}" in
   --text) shift; stage=("${text[@]}" --seed 43 --anchor 1 --min-len 1536 --max-len 4608
-    --eval-every 20) ;;
-  --long) shift; stage=("${text[@]}" --seed 44 --anchor 2 --min-len 5120 --max-len 9216
-    --eval-every 0) ;;
+    --eval-every 20 --save-every 5) ;;
+  --long) shift; stage=("${text[@]}" "${long[@]}" --seed 44 --save-every 5) ;;
+  --anneal) shift; stage=("${text[@]}" "${long[@]}" --seed 45 --save-every 4)
+    sched=(--lr 5e-4 --warmup 2 --schedule linear --steps 12) ;;
 esac
 run=$1
 shift
@@ -33,5 +38,5 @@ a=${FOCUS_ASSETS:-.assets}
 exec "$focus" train --model "$a/SmolLM2-135M-Instruct.Q4_1.gguf" \
   --data "$a/books/lcet10.txt" "$a/books/plrabn12.txt" "$a/books/asyoulik.txt" "$a/essays" \
   --eval-data "$a/books/alice29.txt" --out "$run" \
-  --local-window 512 --rank 8 --lr 1e-3 --warmup 10 --schedule constant --steps 3000 \
+  --local-window 512 --rank 8 "${sched[@]}" \
   --batch 3 --pool 64 --eval-sequences 4 --probe-lengths 2k,4k "${stage[@]}" "$@"
