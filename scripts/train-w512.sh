@@ -8,9 +8,11 @@
 #   --long (third stage, started with --init from the second stage's weights): text of 9 to 17
 #     chunks, as many as the 8K perplexity windows hold, and the anchor at twice the weight;
 #   --anneal (fourth stage, started with --init from the third stage's weights): the third
-#     stage's mix on new draws, 12 steps with the learning rate decaying linearly to zero.
-# Usage: scripts/train-w512.sh [--text|--long|--anneal] RUN_DIR [extra focus train options, e.g.
-#        --resume or --init F]
+#     stage's mix on new draws, 12 steps with the learning rate decaying linearly to zero;
+#   --anchor8 (started with --init from the third stage's weights): the same 12 steps from
+#     1e-3 with the anchor at four times the third stage's weight.
+# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8] RUN_DIR [extra focus train
+#        options, e.g. --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
@@ -22,14 +24,16 @@ stage=(--chunk-sizes 128,256,512 --targets 4 --retrieval 0.75
 # held-out evaluation.
 text=(--chunk-sizes 512 --objective continuation --spans 2 --targets 4 --retrieval 0.4
   --curriculum 0:16 --chunk-cache 100000)
-long=(--anchor 2 --min-len 5120 --max-len 9216 --eval-every 0)
+long=(--min-len 5120 --max-len 9216 --eval-every 0)
 sched=(--lr 1e-3 --warmup 10 --schedule constant --steps 3000)
 case "${1:-}" in
   --text) shift; stage=("${text[@]}" --seed 43 --anchor 1 --min-len 1536 --max-len 4608
     --eval-every 20 --save-every 5) ;;
-  --long) shift; stage=("${text[@]}" "${long[@]}" --seed 44 --save-every 5) ;;
-  --anneal) shift; stage=("${text[@]}" "${long[@]}" --seed 45 --save-every 4)
+  --long) shift; stage=("${text[@]}" "${long[@]}" --anchor 2 --seed 44 --save-every 5) ;;
+  --anneal) shift; stage=("${text[@]}" "${long[@]}" --anchor 2 --seed 45 --save-every 4)
     sched=(--lr 5e-4 --warmup 2 --schedule linear --steps 12) ;;
+  --anchor8) shift; stage=("${text[@]}" "${long[@]}" --anchor 8 --seed 46 --save-every 4)
+    sched=(--lr 1e-3 --warmup 2 --schedule linear --steps 12) ;;
 esac
 run=$1
 shift
