@@ -8,9 +8,10 @@
 #   --long (third stage, started with --init from the second stage's weights): text of 9 to 17
 #     chunks, as many as the 8K perplexity windows hold, and the anchor at twice the weight;
 #   --anneal (fourth stage, started with --init from the third stage's weights): the third
-#     stage's mix on new draws, 12 steps with the learning rate decaying linearly to zero;
+#     stage's mix on new draws, 12 steps with the learning rate falling linearly from 5e-4
+#     to a tenth of it;
 #   --anchor8 (started with --init from the third stage's weights): the same 12 steps from
-#     1e-3 with the anchor at four times the third stage's weight.
+#     1e-3, with the anchor at four times the third stage's weight.
 # Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8] RUN_DIR [extra focus train
 #        options, e.g. --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
@@ -20,20 +21,22 @@ cd "$(dirname "$0")/.."
 stage=(--chunk-sizes 128,256,512 --targets 4 --retrieval 0.75
   --curriculum 0:1,30:2,60:4,100:8,160:16 --max-span 192 --chunk-cache 200000 --eval-every 40
   --save-every 10)
-# The later stages share everything but the seed, the anchor, the text lengths and the
-# held-out evaluation.
+# The later stages share everything but the seed, the anchor, the text lengths, the held-out
+# evaluation, the checkpoint interval and the schedule; the two 12-step stages differ only in
+# the seed, the anchor and the peak rate.
 text=(--chunk-sizes 512 --objective continuation --spans 2 --targets 4 --retrieval 0.4
   --curriculum 0:16 --chunk-cache 100000)
 long=(--min-len 5120 --max-len 9216 --eval-every 0)
 sched=(--lr 1e-3 --warmup 10 --schedule constant --steps 3000)
+short=(--warmup 2 --schedule linear --steps 12)
 case "${1:-}" in
   --text) shift; stage=("${text[@]}" --seed 43 --anchor 1 --min-len 1536 --max-len 4608
     --eval-every 20 --save-every 5) ;;
   --long) shift; stage=("${text[@]}" "${long[@]}" --anchor 2 --seed 44 --save-every 5) ;;
   --anneal) shift; stage=("${text[@]}" "${long[@]}" --anchor 2 --seed 45 --save-every 4)
-    sched=(--lr 5e-4 --warmup 2 --schedule linear --steps 12) ;;
+    sched=(--lr 5e-4 "${short[@]}") ;;
   --anchor8) shift; stage=("${text[@]}" "${long[@]}" --anchor 8 --seed 46 --save-every 4)
-    sched=(--lr 1e-3 --warmup 2 --schedule linear --steps 12) ;;
+    sched=(--lr 1e-3 "${short[@]}") ;;
 esac
 run=$1
 shift
