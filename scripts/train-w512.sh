@@ -11,9 +11,12 @@
 #     stage's mix on new draws, 12 steps with the learning rate falling linearly from 5e-4
 #     to a tenth of it;
 #   --anchor8 (started with --init from the third stage's weights): the same 12 steps from
-#     1e-3, with the anchor at four times the third stage's weight.
-# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8] RUN_DIR [extra focus train
-#        options, e.g. --resume or --init F]
+#     1e-3, with the anchor at four times the third stage's weight;
+#   --distill (started with --init from the --anchor8 weights): 8 steps from 1e-3 with the
+#     full-attention distillation at weight 8 in place of the window anchor, and no held-out
+#     evaluation or probe (the 8K perplexity judges it).
+# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill] RUN_DIR
+#        [extra focus train options, e.g. --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
@@ -29,6 +32,7 @@ text=(--chunk-sizes 512 --objective continuation --spans 2 --targets 4 --retriev
 long=(--min-len 5120 --max-len 9216 --eval-every 0)
 sched=(--lr 1e-3 --warmup 10 --schedule constant --steps 3000)
 short=(--warmup 2 --schedule linear --steps 12)
+held_out=(--eval-sequences 4 --probe-lengths 2k,4k)
 case "${1:-}" in
   --text) shift; stage=("${text[@]}" --seed 43 --anchor 1 --min-len 1536 --max-len 4608
     --eval-every 20 --save-every 5) ;;
@@ -37,6 +41,10 @@ case "${1:-}" in
     sched=(--lr 5e-4 "${short[@]}") ;;
   --anchor8) shift; stage=("${text[@]}" "${long[@]}" --anchor 8 --seed 46 --save-every 4)
     sched=(--lr 1e-3 "${short[@]}") ;;
+  --distill) shift; stage=("${text[@]}" "${long[@]}" --anchor 0 --distill 8 --seed 47
+    --save-every 4)
+    sched=(--lr 1e-3 --warmup 2 --schedule linear --steps 8)
+    held_out=(--eval-sequences 0 --probe-lengths none) ;;
 esac
 run=$1
 shift
@@ -46,4 +54,4 @@ exec "$focus" train --model "$a/SmolLM2-135M-Instruct.Q4_1.gguf" \
   --data "$a/books/lcet10.txt" "$a/books/plrabn12.txt" "$a/books/asyoulik.txt" "$a/essays" \
   --eval-data "$a/books/alice29.txt" --out "$run" \
   --local-window 512 --rank 8 "${sched[@]}" \
-  --batch 3 --pool 64 --eval-sequences 4 --probe-lengths 2k,4k "${stage[@]}" "$@"
+  --batch 3 --pool 64 "${held_out[@]}" "${stage[@]}" "$@"

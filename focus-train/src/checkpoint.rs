@@ -36,6 +36,13 @@ pub struct LogLine {
     /// Mean KL(window ‖ FocusLLM) over those targets, when computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl: Option<f64>,
+    /// Mean loss of the continuation examples' targets read by the frozen model with full
+    /// attention over the document (the full baseline on the same targets), when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<f64>,
+    /// Mean KL(full ‖ FocusLLM) over those targets, when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_full: Option<f64>,
     /// Learning rate used (train lines).
     pub lr: Option<f64>,
     /// Gradient norm before clipping (train lines).

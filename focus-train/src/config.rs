@@ -103,6 +103,13 @@ pub struct TrainConfig {
     /// to leave ordinary text as the window reads it unless a target says otherwise.
     #[serde(default)]
     pub anchor: f64,
+    /// Weight μ of the full-attention distillation on text continuation examples:
+    /// μ · KL(q_full ‖ p), where q_full is the frozen model's prediction of the target
+    /// reading the document with full attention (its last `max_position_embeddings`
+    /// tokens) (0: off, as the reference). Not in the paper: it tells the memory what the
+    /// far text offers ordinary prediction, beyond the one observed next token.
+    #[serde(default)]
+    pub distill: f64,
 }
 
 fn one() -> usize {
@@ -150,6 +157,12 @@ impl TrainConfig {
             return bad(format!(
                 "the anchor weight {} must be zero or positive",
                 self.anchor
+            ));
+        }
+        if !(self.distill >= 0.0 && self.distill.is_finite()) {
+            return bad(format!(
+                "the distillation weight {} must be zero or positive",
+                self.distill
             ));
         }
         if let Some(m) = self.max_span
@@ -215,6 +228,8 @@ impl TrainConfig {
             separator: self.separator,
             anchor: self.anchor,
             window: false,
+            distill: self.distill,
+            full: false,
         }
     }
 

@@ -42,32 +42,117 @@ impl Example {
     }
 }
 
-/// Frozen keys and values of chunk tokens, shared by the examples of one document: a
-/// focus-core [`ChunkMemory`] (keyed by the chunk's tokens, least recently used out) filled by
-/// the model's own [`CondensingModel::chunk_kv`], its budget counted in chunk tokens.
+/// Frozen readings shared by the examples of one document: the keys and values of chunk
+/// tokens, in a focus-core [`ChunkMemory`] (keyed by the chunk's tokens, least recently used
+/// out) filled by the model's own [`CondensingModel::chunk_kv`], its budget counted in chunk
+/// tokens; and the full-attention reading of the latest document (see
+/// [`LossOptions::distill`]).
 #[derive(Debug)]
-pub struct ChunkKvCache(ChunkMemory<Vec<LayerKv>>);
+pub struct ChunkKvCache {
+    chunks: ChunkMemory<Vec<LayerKv>>,
+    full: Option<FullReading>,
+}
+
+/// The frozen model's last hidden rows over `[BOS] ‖ x[offset..]` (BOS not doubled when
+/// `x[offset]` is BOS: `lead` is 0) for document `x`, as far as it was read.
+#[derive(Debug)]
+struct FullReading {
+    doc: Vec<u32>,
+    offset: usize,
+    lead: usize,
+    hidden: Tensor<2>,
+}
 
 impl ChunkKvCache {
-    /// A cache of at most `capacity` chunk tokens (0: nothing is kept).
+    /// A cache of at most `capacity` chunk tokens (0: no chunk is kept).
     pub fn new(capacity: usize) -> Self {
-        Self(ChunkMemory::new(capacity))
+        Self {
+            chunks: ChunkMemory::new(capacity),
+            full: None,
+        }
     }
 
     /// Lookups answered from the cache so far.
     pub fn hits(&self) -> usize {
-        self.0.hits
+        self.chunks.hits
     }
 
     /// The keys and values (per layer, `[1, kv_heads, len, head_dim]`) of `chunk`.
     fn get(&mut self, frozen: &LlamaForCausalLM, chunk: &[u32]) -> Vec<LayerKv> {
-        if let Some(kv) = self.0.get(chunk) {
+        if let Some(kv) = self.chunks.get(chunk) {
             return kv;
         }
         let kv = frozen.chunk_kv(&[chunk]).pop().expect("one chunk");
-        self.0.insert(chunk.to_vec(), kv.clone(), chunk.len());
+        self.chunks.insert(chunk.to_vec(), kv.clone(), chunk.len());
         kv
     }
+
+    /// The frozen model's full-attention log-probabilities (`[rows.len(), vocab]`) of the
+    /// tokens after `x[i]` for each `i` in `rows`: it reads BOS (not doubled) and the last
+    /// `max_position_embeddings − 1` tokens of the document `x` (all of it when shorter;
+    /// those ending at `rows.end` when the rows lie before them). One pass per document,
+    /// kept for its other examples; also the rows it read, when it was made.
+    fn full_logp(
+        &mut self,
+        frozen: &LlamaForCausalLM,
+        x: &[u32],
+        rows: std::ops::Range<usize>,
+    ) -> (Tensor<2>, usize) {
+        let mut read = 0;
+        let covered = |f: &FullReading| {
+            f.doc == x
+                && f.offset <= rows.start
+                && rows.end + f.lead <= f.offset + f.hidden.dims()[0]
+        };
+        if !self.full.as_ref().is_some_and(covered) {
+            let context = frozen.config().max_position_embeddings - 1;
+            let mut stop = x.len();
+            if stop.saturating_sub(context) > rows.start {
+                stop = rows.end;
+            }
+            let offset = stop.saturating_sub(context);
+            let bos = frozen.config().bos_token_id;
+            let lead = usize::from(x[offset] != bos);
+            let mut ids = Vec::with_capacity(stop - offset + lead);
+            if lead == 1 {
+                ids.push(bos);
+            }
+            ids.extend_from_slice(&x[offset..stop]);
+            read = ids.len();
+            let f = frozen.forward(ids_tensor(&ids, &frozen.device()), 0, None, Rows::Plain);
+            let [_, n, d] = f.hidden.dims();
+            self.full = Some(FullReading {
+                doc: x.to_vec(),
+                offset,
+                lead,
+                hidden: f.hidden.reshape([n, d]),
+            });
+        }
+        let full = self.full.as_ref().expect("just read");
+        // x[i] sits at row i − offset + lead (after BOS when it was added).
+        let hidden =
+            full.hidden
+                .clone()
+                .narrow(0, rows.start - full.offset + full.lead, rows.len());
+        (log_probs(frozen, hidden.unsqueeze()), read)
+    }
+}
+
+/// The frozen model's log-probabilities (`[k, vocab]`) of the tokens after the last `k`
+/// tokens of `local`, reading `local` alone.
+fn window_logp(frozen: &LlamaForCausalLM, local: &[u32], k: usize) -> Tensor<2> {
+    let n = local.len();
+    let f = frozen.forward(ids_tensor(local, &frozen.device()), 0, None, Rows::Plain);
+    log_probs(frozen, f.hidden.narrow(1, n - k, k))
+}
+
+/// Next-token log-probabilities (`[k, vocab]`) from last hidden rows `[1, k, hidden]`.
+fn log_probs(frozen: &LlamaForCausalLM, hidden: Tensor<3>) -> Tensor<2> {
+    let [_, k, _] = hidden.dims();
+    let logits = frozen
+        .logits(hidden)
+        .reshape([k, frozen.config().vocab_size]);
+    burn::tensor::activation::log_softmax(logits, 1)
 }
 
 fn flat_ids(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
@@ -98,6 +183,8 @@ pub struct Work {
     pub candidate_rows: usize,
     /// Local-pass rows (tracked; with the window anchor, also its frozen rows).
     pub local_tokens: usize,
+    /// Rows of the frozen full-attention readings (distillation).
+    pub full_tokens: usize,
     /// Supervised tokens.
     pub targets: usize,
     /// Seconds in the frozen passes (chunk tokens, prompt rows).
@@ -114,6 +201,7 @@ impl Work {
         self.prompt_tokens += other.prompt_tokens;
         self.candidate_rows += other.candidate_rows;
         self.local_tokens += other.local_tokens;
+        self.full_tokens += other.full_tokens;
         self.targets += other.targets;
         self.frozen_seconds += other.frozen_seconds;
         self.tracked_seconds += other.tracked_seconds;
@@ -121,7 +209,11 @@ impl Work {
 
     /// Tokens the model read (chunk tokens counted once, whether cached or not).
     pub fn tokens_read(&self) -> usize {
-        self.chunk_tokens + self.cached_tokens + self.prompt_tokens + self.local_tokens
+        self.chunk_tokens
+            + self.cached_tokens
+            + self.prompt_tokens
+            + self.local_tokens
+            + self.full_tokens
     }
 }
 
@@ -138,6 +230,12 @@ pub struct LossOptions {
     /// Also read the targets of continuation examples from the local window alone (for
     /// the held-out log), even when the anchor is off.
     pub window: bool,
+    /// Weight μ of the full-attention distillation on continuation examples (0: off; see
+    /// [`TrainConfig::distill`](crate::TrainConfig::distill)).
+    pub distill: f64,
+    /// Also read the targets of continuation examples with full attention (for the
+    /// held-out log), even when the distillation is off.
+    pub full: bool,
 }
 
 impl Default for LossOptions {
@@ -148,6 +246,8 @@ impl Default for LossOptions {
             separator: None,
             anchor: 0.0,
             window: false,
+            distill: 0.0,
+            full: false,
         }
     }
 }
@@ -162,13 +262,18 @@ pub struct ExampleLoss {
     pub window_nll: Option<f64>,
     /// Mean KL(q ‖ p) between that reading and FocusLLM's, when it was computed.
     pub kl: Option<f64>,
+    /// Mean cross-entropy of the same targets read by the frozen model with full attention
+    /// over the document (the full baseline), when it was computed.
+    pub full_nll: Option<f64>,
+    /// Mean KL(q_full ‖ p) between that reading and FocusLLM's, when it was computed.
+    pub kl_full: Option<f64>,
     /// The work it took.
     pub work: Work,
 }
 
 /// The loss of example `ex` of sequence `x`: what is minimised (the mean cross-entropy of
-/// the targets, plus λ times the mean KL(q ‖ p) of the window anchor on continuation
-/// examples), a one-element tensor on `model`'s device (tracked when that device has
+/// the targets, plus λ times the mean KL(q ‖ p) of the window anchor and μ times the mean
+/// KL(q_full ‖ p) of the distillation on continuation examples), a one-element tensor on `model`'s device (tracked when that device has
 /// autodiff), and its figures.
 ///
 /// `frozen` is the same decoder without autodiff; only its base weights are used.
@@ -289,37 +394,56 @@ pub fn example_loss_with(
         nll,
         window_nll: None,
         kl: None,
+        full_nll: None,
+        kl_full: None,
         work,
     };
-    let anchored = opts.anchor > 0.0 && ex.kind == LossKind::Continuation;
-    if anchored || (opts.window && ex.kind == LossKind::Continuation) {
-        // The frozen model reads the local window and the earlier targets alone: its rows
-        // for the targets are the truncated baseline's predictions.
-        let frozen_start = std::time::Instant::now();
-        let f = frozen.forward(ids_tensor(&local, &frozen.device()), 0, None, Rows::Plain);
-        let n = local.len();
-        let vocab = frozen.config().vocab_size;
-        let hidden = f.hidden.narrow(1, n - k, k);
-        let q_logp =
-            burn::tensor::activation::log_softmax(frozen.logits(hidden).reshape([k, vocab]), 1);
-        let window_nll = q_logp
+    let text = ex.kind == LossKind::Continuation;
+    let anchored = text && opts.anchor > 0.0;
+    let distilled = text && opts.distill > 0.0;
+    // A frozen reading q of the targets (log-probabilities `[k, vocab]`): its NLL, and the
+    // mean KL(q ‖ p) over the targets with q held fixed, as a figure and as a loss term.
+    let compare = |q_logp: Tensor<2>| {
+        let ys = ids_tensor(ys, &frozen.device()).reshape([k, 1]);
+        let q_nll = q_logp
             .clone()
-            .gather(1, ids_tensor(ys, &frozen.device()).reshape([k, 1]))
+            .gather(1, ys)
             .neg()
             .mean()
             .into_scalar::<f32>();
-        out.work.local_tokens += n;
-        frozen_time += frozen_start.elapsed();
         let (q_logp, q) = if track {
             (q_logp.clone().autodiff(), q_logp.exp().autodiff())
         } else {
             (q_logp.clone(), q_logp.exp())
         };
-        let kl_t = (q * (q_logp - logp)).sum_dim(1).mean();
-        out.window_nll = Some(window_nll.into());
-        out.kl = Some(kl_t.clone().into_scalar::<f32>().into());
+        let kl = (q * (q_logp - logp.clone())).sum_dim(1).mean();
+        let kl_value = kl.clone().into_scalar::<f32>();
+        (Some(q_nll.into()), Some(kl_value.into()), kl.reshape([1]))
+    };
+    if anchored || (opts.window && text) {
+        // The frozen model reads the local window and the earlier targets alone: its rows
+        // for the targets are the truncated baseline's predictions.
+        let frozen_start = std::time::Instant::now();
+        let q_logp = window_logp(frozen, &local, k);
+        out.work.local_tokens += local.len();
+        frozen_time += frozen_start.elapsed();
+        let kl;
+        (out.window_nll, out.kl, kl) = compare(q_logp);
         if anchored {
-            total = total + kl_t.mul_scalar(opts.anchor).reshape([1]);
+            total = total + kl.mul_scalar(opts.anchor);
+        }
+    }
+    if distilled || (opts.full && text) {
+        // The frozen model reads the document with full attention: its rows for the
+        // targets are what the far text offers (the full baseline's predictions).
+        let frozen_start = std::time::Instant::now();
+        let (q_logp, read) = cache.full_logp(frozen, x, end - 1..end - 1 + k);
+        out.work.full_tokens += read;
+        frozen_time += frozen_start.elapsed();
+        let kl;
+        (out.full_nll, out.kl_full, kl) = compare(q_logp);
+        if distilled {
+            total = total + kl.mul_scalar(opts.distill);
         }
     }
     out.work.frozen_seconds = frozen_time.as_secs_f64();

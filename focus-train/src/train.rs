@@ -144,6 +144,8 @@ fn summarize(step: usize, kind: &str, losses: &[(LossKind, ExampleLoss)]) -> Log
         retrieval: mean(Some(LossKind::Retrieval), &nll),
         window: mean(Some(LossKind::Continuation), &|l| l.window_nll),
         kl: mean(Some(LossKind::Continuation), &|l| l.kl),
+        full: mean(Some(LossKind::Continuation), &|l| l.full_nll),
+        kl_full: mean(Some(LossKind::Continuation), &|l| l.kl_full),
         targets: None,
         split: None,
         lr: None,
@@ -176,9 +178,11 @@ pub fn evaluate(
         ..cfg.clone()
     };
     let mut cache = ChunkKvCache::new(0);
-    // The window's own reading of the continuation targets is logged beside FocusLLM's.
+    // The window's own reading of the continuation targets and the full-attention one are
+    // logged beside FocusLLM's.
     let opts = LossOptions {
         window: true,
+        full: true,
         ..cfg.loss_options()
     };
     for seq in data.eval.iter().take(n) {
@@ -333,9 +337,11 @@ pub fn train(
             f64::from(Tensor::cat(sq, 0).sum().into_scalar::<f32>()).sqrt()
         };
         // A NaN would otherwise flow into the weights and the checkpoint.
-        let bad_loss = losses
-            .iter()
-            .any(|(_, l)| !l.nll.is_finite() || l.kl.is_some_and(|k| !k.is_finite()));
+        let bad_loss = losses.iter().any(|(_, l)| {
+            !l.nll.is_finite()
+                || l.kl.is_some_and(|k| !k.is_finite())
+                || l.kl_full.is_some_and(|k| !k.is_finite())
+        });
         if bad_loss || !norm.is_finite() {
             let what = if bad_loss {
                 "the loss"

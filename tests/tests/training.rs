@@ -52,6 +52,7 @@ fn config(steps: usize) -> TrainConfig {
         max_span: None,
         pool: 0,
         anchor: 0.0,
+        distill: 0.0,
     }
 }
 
@@ -126,6 +127,44 @@ fn continuation(start: usize, len: usize, chunk_len: usize, targets: usize) -> E
         chunk_len,
         targets,
     }
+}
+
+/// FocusLLM's logits for each target of continuation example `ex`, through a `Session`
+/// over the same memory and window (decoding step t predicts target t).
+fn decoding_rows(model: &LlamaForCausalLM, x: &[u32], ex: &Example) -> Vec<Vec<f32>> {
+    let bos = model.config().bos_token_id;
+    let cfg = focus_core::FocusConfig::new(ex.len, ex.chunk_len);
+    let end = ex.start + ex.len;
+    let (mut s, logits) =
+        focus_core::Session::prefill(model, &cfg, bos, &x[..end], |_, _| {}).unwrap();
+    let mut rows = vec![values(logits)];
+    for &y in &x[end..end + ex.targets - 1] {
+        rows.push(values(s.step(y)));
+    }
+    rows
+}
+
+/// In f64, from logits rows p (FocusLLM) and q (a frozen reading) of targets `ys`: the mean
+/// NLL under p, the mean NLL under q and the mean KL(q ‖ p).
+fn teacher_figures(p_rows: &[Vec<f32>], q_rows: &[Vec<f32>], ys: &[u32]) -> (f64, f64, f64) {
+    let log_softmax = |r: &[f32]| -> Vec<f64> {
+        let m = r.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+        let z = r.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+        r.iter().map(|&v| v as f64 - z).collect()
+    };
+    let (mut nll, mut q_nll, mut kl) = (0f64, 0f64, 0f64);
+    for ((p_row, q_row), &y) in p_rows.iter().zip(q_rows).zip(ys) {
+        let (lp, lq) = (log_softmax(p_row), log_softmax(q_row));
+        nll -= lp[y as usize];
+        q_nll -= lq[y as usize];
+        kl += lq
+            .iter()
+            .zip(&lp)
+            .map(|(q, p)| q.exp() * (q - p))
+            .sum::<f64>();
+    }
+    let n = ys.len() as f64;
+    (nll / n, q_nll / n, kl / n)
 }
 
 /// The training loss (chunk keys without autodiff, one candidate row per chunk) equals
@@ -238,11 +277,6 @@ fn the_window_anchor_adds_the_kl_to_the_window_reading() {
     let model = tiny_focus();
     let x = sequence(200, 5);
     let bos = model.config().bos_token_id;
-    let log_softmax = |r: &[f32]| -> Vec<f64> {
-        let m = r.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
-        let z = r.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
-        r.iter().map(|&v| v as f64 - z).collect()
-    };
     let mut worst = [0f64; 3];
     for (start, len, chunk_len, targets) in [(97, 40, 16, 4), (130, 31, 24, 1)] {
         let ex = continuation(start, len, chunk_len, targets);
@@ -256,31 +290,15 @@ fn the_window_anchor_adds_the_kl_to_the_window_reading() {
             focus_train::loss::example_loss_with(&model, &model, &x, &ex, &opts, &mut cache);
         let end = start + len;
         let ys = &x[end..end + targets];
-        let cfg = focus_core::FocusConfig::new(len, chunk_len);
-        let (mut s, logits) =
-            focus_core::Session::prefill(&model, &cfg, bos, &x[..end], |_, _| {}).unwrap();
-        let mut p_rows = vec![values(logits)];
-        for &y in &ys[..targets - 1] {
-            p_rows.push(values(s.step(y)));
-        }
         let mut local = local_input(&x, &ex, bos);
-        let (mut nll, mut window, mut kl) = (0f64, 0f64, 0f64);
-        for (t, (p_row, &y)) in p_rows.iter().zip(ys).enumerate() {
+        let mut q_rows = Vec::new();
+        for t in 0..targets {
             if t > 0 {
                 local.push(ys[t - 1]);
             }
-            let q_row = values(model.prefill(&local).0);
-            let (lp, lq) = (log_softmax(p_row), log_softmax(&q_row));
-            nll -= lp[y as usize];
-            window -= lq[y as usize];
-            kl += lq
-                .iter()
-                .zip(&lp)
-                .map(|(q, p)| q.exp() * (q - p))
-                .sum::<f64>();
+            q_rows.push(values(model.prefill(&local).0));
         }
-        let n = targets as f64;
-        let (nll, window, kl) = (nll / n, window / n, kl / n);
+        let (nll, window, kl) = teacher_figures(&decoding_rows(&model, &x, &ex), &q_rows, ys);
         assert!(kl > 1e-3, "the memory changes the prediction (KL {kl})");
         worst[0] = worst[0].max((f64::from(scalar(total)) - (nll + lambda * kl)).abs());
         worst[1] = worst[1].max((figures.window_nll.unwrap() - window).abs());
@@ -301,6 +319,86 @@ fn the_window_anchor_adds_the_kl_to_the_window_reading() {
     assert!(
         worst.iter().all(|&w| w < 1e-5),
         "the anchored loss differs from NLL + λ·KL: {worst:?}"
+    );
+}
+
+/// The distillation: with weight μ, the loss is the targets' mean NLL plus μ times the mean
+/// KL(q_full ‖ p), where p is a FocusLLM session's prediction of each target and q_full the
+/// plain model's reading of the document with full attention: BOS (not doubled) and its
+/// last `max_position_embeddings − 1` tokens up to the target, or, for targets before that
+/// stretch, the tokens that end at the last target. Both sides computed here from the
+/// inference path, in f64; a document longer than the tiny model's 512 positions
+/// exercises both cases and the reading shared by two examples.
+#[test]
+fn the_distillation_adds_the_kl_to_the_full_reading() {
+    let model = tiny_focus();
+    let bos = model.config().bos_token_id;
+    let context = model.config().max_position_embeddings - 1;
+    let long = sequence(700, 6);
+    let short = sequence(200, 6);
+    let mu = 0.7;
+    let opts = focus_train::loss::LossOptions {
+        distill: mu,
+        ..Default::default()
+    };
+    let mut cache = focus_train::loss::ChunkKvCache::new(0);
+    let mut worst = [0f64; 3];
+    // (document, start, span, chunk length, targets, rows the teacher reads anew)
+    let cases = [
+        (&short, 97, 40, 16, 4, 201),
+        (&long, 640, 40, 24, 3, context + 1),
+        // The same document again: the reading is shared.
+        (&long, 600, 35, 24, 2, 0),
+        // Targets before the last 511 tokens: a reading that ends at the last target.
+        (&long, 97, 40, 16, 3, 97 + 40 + 2),
+    ];
+    for (x, start, len, chunk_len, targets, read) in cases {
+        let ex = continuation(start, len, chunk_len, targets);
+        let (total, figures) =
+            focus_train::loss::example_loss_with(&model, &model, x, &ex, &opts, &mut cache);
+        assert_eq!(figures.work.full_tokens, read, "rows read at {start}");
+        assert_eq!(figures.kl, None, "the window anchor is off");
+        let end = start + len;
+        let ys = &x[end..end + targets];
+        // The teacher's context: the last `context` tokens of the document, or of the
+        // document cut after the last target's context when the targets lie before them.
+        let doc_end = if x.len().saturating_sub(context) > end - 1 {
+            end + targets - 1
+        } else {
+            x.len()
+        };
+        let offset = doc_end.saturating_sub(context);
+        let q_rows: Vec<Vec<f32>> = (0..targets)
+            .map(|t| {
+                let mut ids = Vec::new();
+                if x[offset] != bos {
+                    ids.push(bos);
+                }
+                ids.extend_from_slice(&x[offset..end + t]);
+                values(model.prefill(&ids).0)
+            })
+            .collect();
+        let (nll, full, kl) = teacher_figures(&decoding_rows(&model, x, &ex), &q_rows, ys);
+        assert!(kl > 1e-3, "the teacher differs from FocusLLM (KL {kl})");
+        worst[0] = worst[0].max((f64::from(scalar(total)) - (nll + mu * kl)).abs());
+        worst[1] = worst[1].max((figures.full_nll.unwrap() - full).abs());
+        worst[2] = worst[2].max((figures.kl_full.unwrap() - kl).abs());
+        // Repetition examples are not distilled.
+        let rep = Example {
+            kind: LossKind::Repetition,
+            memory_end: x.len(),
+            ..ex
+        };
+        let (a, f) =
+            focus_train::loss::example_loss_with(&model, &model, x, &rep, &opts, &mut cache);
+        assert_eq!(f.kl_full, None);
+        assert_eq!(scalar(a), scalar(example_loss(&model, &model, x, &rep)));
+    }
+    eprintln!("distillation: total, full NLL, KL differ by {worst:?}");
+    // Observed: 6.5e-7 (loss), 2.9e-7 (full NLL), 1.5e-7 (KL) on flex, f32 against f64.
+    assert!(
+        worst.iter().all(|&w| w < 1e-5),
+        "the distilled loss differs from NLL + μ·KL: {worst:?}"
     );
 }
 

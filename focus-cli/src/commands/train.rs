@@ -135,6 +135,12 @@ pub struct Args {
     /// the loss (0: off, as the paper). It keeps the memory from disturbing ordinary text.
     #[arg(long, default_value_t = 0.0)]
     pub anchor: f64,
+    /// Weight of the full-attention distillation on text continuation examples: the KL
+    /// divergence from the frozen model's prediction reading the whole text (up to its
+    /// context length) to FocusLLM's, added to the loss (0: off, as the paper). It shows
+    /// the memory what the far text offers beyond the one observed next token.
+    #[arg(long, default_value_t = 0.0)]
+    pub distill: f64,
     /// Start from these candidate weights (written by an earlier run: its low-rank factors
     /// with the same --rank, or full projections without --rank) instead of copies of the
     /// base projections; the optimizer starts afresh.
@@ -219,6 +225,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         max_span: args.max_span,
         pool: args.pool,
         anchor: args.anchor,
+        distill: args.distill,
     };
     cfg.validate()?;
     if args.min_len <= args.local_window {
