@@ -12,9 +12,9 @@
 #     to a tenth of it;
 #   --anchor8 (started with --init from the third stage's weights): the same 12 steps from
 #     1e-3, with the anchor at four times the third stage's weight;
-#   --distill (started with --init from the --anchor8 weights, the asset): 8 steps from 1e-3 with the
-#     full-attention distillation at weight 8 in place of the window anchor, and no held-out
-#     evaluation or probe (the 8K perplexity judges it).
+#   --distill (started with --init from the --anchor8 weights, the asset): 8 steps from 1e-3
+#     with the full-attention distillation at weight 8 in place of the window anchor, and no
+#     held-out evaluation or probe (the 8K perplexity judges it).
 # Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill] RUN_DIR
 #        [extra focus train options, e.g. --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
