@@ -87,6 +87,11 @@ fn settings_the_model_cannot_hold() {
     fails(&["passkey", "--model", &t, "--lengths", "0", "--json", &d("p.json")], "length");
     #[rustfmt::skip]
     fails(&["train", "--model", &t, "--data", &text(dir.path()), "--out", &d("r"), "--steps", "0"], "steps");
+    #[rustfmt::skip]
+    fails(
+        &["train", "--model", &t, "--data", &text(dir.path()), "--out", &d("r"), "--distill=-1"],
+        "the distillation weight -1 must be zero or positive",
+    );
     assert!(!dir.path().join("p.json").exists() && !dir.path().join("r").exists());
 }
 
