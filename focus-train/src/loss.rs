@@ -183,11 +183,12 @@ pub struct Work {
     pub candidate_rows: usize,
     /// Local-pass rows (tracked; with the window anchor, also its frozen rows).
     pub local_tokens: usize,
-    /// Rows of the frozen full-attention readings (distillation).
+    /// Rows of the frozen full-attention readings (distillation, held-out log).
     pub full_tokens: usize,
     /// Supervised tokens.
     pub targets: usize,
-    /// Seconds in the frozen passes (chunk tokens, prompt rows).
+    /// Seconds in the frozen passes (chunk tokens, prompt rows, the window and full
+    /// readings).
     pub frozen_seconds: f64,
     /// Seconds in the tracked forward passes (candidate rows, local passes).
     pub tracked_seconds: f64,
