@@ -14,8 +14,10 @@
 #     1e-3, with the anchor at four times the third stage's weight;
 #   --distill (started with --init from the --anchor8 weights, the asset): 8 steps from 1e-3
 #     with the full-attention distillation at weight 8 in place of the window anchor, and no
-#     held-out evaluation or probe (the 8K perplexity judges it).
-# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill] RUN_DIR
+#     held-out evaluation or probe (the 8K perplexity judges it);
+#   --anchor16 (started with --init from the --anchor8 weights, the asset): the --anchor8 steps
+#     on new draws with the anchor at twice its weight, and no held-out evaluation or probe.
+# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16] RUN_DIR
 #        [extra focus train options, e.g. --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
@@ -44,6 +46,9 @@ case "${1:-}" in
   --distill) shift; stage=("${text[@]}" "${long[@]}" --anchor 0 --distill 8 --seed 47
     --save-every 4)
     sched=(--lr 1e-3 --warmup 2 --schedule linear --steps 8)
+    held_out=(--eval-sequences 0 --probe-lengths none) ;;
+  --anchor16) shift; stage=("${text[@]}" "${long[@]}" --anchor 16 --seed 48 --save-every 4)
+    sched=(--lr 1e-3 "${short[@]}")
     held_out=(--eval-sequences 0 --probe-lengths none) ;;
 esac
 run=$1
