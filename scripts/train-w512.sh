@@ -27,14 +27,15 @@ stage=(--chunk-sizes 128,256,512 --targets 4 --retrieval 0.75
   --curriculum 0:1,30:2,60:4,100:8,160:16 --max-span 192 --chunk-cache 200000 --eval-every 40
   --save-every 10)
 # The later stages share everything but the seed, the anchor, the text lengths, the held-out
-# evaluation, the checkpoint interval and the schedule; the two 12-step stages differ only in
-# the seed, the anchor and the peak rate.
+# evaluation, the checkpoint interval and the schedule; the 12-step stages differ only in the
+# seed, the anchor, the peak rate and the held-out evaluation.
 text=(--chunk-sizes 512 --objective continuation --spans 2 --targets 4 --retrieval 0.4
   --curriculum 0:16 --chunk-cache 100000)
 long=(--min-len 5120 --max-len 9216 --eval-every 0)
 sched=(--lr 1e-3 --warmup 10 --schedule constant --steps 3000)
 short=(--warmup 2 --schedule linear --steps 12)
 held_out=(--eval-sequences 4 --probe-lengths 2k,4k)
+none=(--eval-sequences 0 --probe-lengths none)
 case "${1:-}" in
   --text) shift; stage=("${text[@]}" --seed 43 --anchor 1 --min-len 1536 --max-len 4608
     --eval-every 20 --save-every 5) ;;
@@ -46,10 +47,10 @@ case "${1:-}" in
   --distill) shift; stage=("${text[@]}" "${long[@]}" --anchor 0 --distill 8 --seed 47
     --save-every 4)
     sched=(--lr 1e-3 --warmup 2 --schedule linear --steps 8)
-    held_out=(--eval-sequences 0 --probe-lengths none) ;;
+    held_out=("${none[@]}") ;;
   --anchor16) shift; stage=("${text[@]}" "${long[@]}" --anchor 16 --seed 48 --save-every 4)
     sched=(--lr 1e-3 "${short[@]}")
-    held_out=(--eval-sequences 0 --probe-lengths none) ;;
+    held_out=("${none[@]}") ;;
 esac
 run=$1
 shift

@@ -106,8 +106,9 @@ pub struct TrainConfig {
     /// Weight μ of the full-attention distillation on text continuation examples:
     /// μ · KL(q_full ‖ p), where q_full is the frozen model's prediction of the target
     /// reading the document with full attention (BOS and its last
-    /// `max_position_embeddings − 1` tokens) (0: off, as the reference). Not in the paper: it tells the memory what the
-    /// far text offers ordinary prediction, beyond the one observed next token.
+    /// `max_position_embeddings − 1` tokens) (0: off, as the reference). Not in the paper:
+    /// it tells the memory what the far text offers ordinary prediction, beyond the one
+    /// observed next token.
     #[serde(default)]
     pub distill: f64,
 }
