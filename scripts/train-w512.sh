@@ -16,9 +16,11 @@
 #     with the full-attention distillation at weight 8 in place of the window anchor, and no
 #     held-out evaluation or probe (the 8K perplexity judges it);
 #   --anchor16 (started with --init from the --anchor8 weights, the asset): the --anchor8 steps
-#     on new draws with the anchor at twice its weight, and no held-out evaluation or probe.
-# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16] RUN_DIR
-#        [extra focus train options, e.g. --resume or --init F]
+#     on new draws with the anchor at twice its weight, and no held-out evaluation or probe;
+#   --anchor32 (started with --init from the --anchor16 weights): the same on new draws with
+#     the anchor doubled again.
+# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16|--anchor32]
+#        RUN_DIR [extra focus train options, e.g. --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
@@ -49,6 +51,9 @@ case "${1:-}" in
     sched=(--lr 1e-3 --warmup 2 --schedule linear --steps 8)
     held_out=("${none[@]}") ;;
   --anchor16) shift; stage=("${text[@]}" "${long[@]}" --anchor 16 --seed 48 --save-every 4)
+    sched=(--lr 1e-3 "${short[@]}")
+    held_out=("${none[@]}") ;;
+  --anchor32) shift; stage=("${text[@]}" "${long[@]}" --anchor 32 --seed 49 --save-every 4)
     sched=(--lr 1e-3 "${short[@]}")
     held_out=("${none[@]}") ;;
 esac
