@@ -12,15 +12,16 @@
 #     to a tenth of it;
 #   --anchor8 (started with --init from the third stage's weights): the same 12 steps from
 #     1e-3, with the anchor at four times the third stage's weight;
-#   --distill (started with --init from the --anchor8 weights, the asset): 8 steps from 1e-3
-#     with the full-attention distillation at weight 8 in place of the window anchor, and no
-#     held-out evaluation or probe (the 8K perplexity judges it);
-#   --anchor16 (started with --init from the --anchor8 weights, the asset): the --anchor8 steps
-#     on new draws with the anchor at twice its weight, and no held-out evaluation or probe;
-#   --anchor32 (started with --init from the --anchor16 weights): the same on new draws with
-#     the anchor doubled again.
-# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16|--anchor32]
-#        RUN_DIR [extra focus train options, e.g. --resume or --init F]
+#   --distill (started with --init from the --anchor8 weights, the asset of d64e4e3): 8 steps
+#     from 1e-3 with the full-attention distillation at weight 8 in place of the window
+#     anchor, and no held-out evaluation or probe (the 8K perplexity judges it);
+#   --anchor16 (started with --init from the --anchor8 weights, the asset of d64e4e3): the
+#     --anchor8 steps on new draws with the anchor at twice its weight, and no held-out
+#     evaluation or probe;
+#   --anchor32 (started with --init from the --anchor16 weights, the asset): the same on new
+#     draws with the anchor doubled again.
+# Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16|
+#        --anchor32] RUN_DIR [extra focus train options, e.g. --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
