@@ -39,24 +39,24 @@ sched=(--lr 1e-3 --warmup 10 --schedule constant --steps 3000)
 short=(--warmup 2 --schedule linear --steps 12)
 held_out=(--eval-sequences 4 --probe-lengths 2k,4k)
 none=(--eval-sequences 0 --probe-lengths none)
+# The anchor stages: the later stages' mix, 12 steps from 1e-3, the anchor at $1, the seed $2.
+anchored() {
+  stage=("${text[@]}" "${long[@]}" --anchor "$1" --seed "$2" --save-every 4)
+  sched=(--lr 1e-3 "${short[@]}")
+}
 case "${1:-}" in
   --text) shift; stage=("${text[@]}" --seed 43 --anchor 1 --min-len 1536 --max-len 4608
     --eval-every 20 --save-every 5) ;;
   --long) shift; stage=("${text[@]}" "${long[@]}" --anchor 2 --seed 44 --save-every 5) ;;
   --anneal) shift; stage=("${text[@]}" "${long[@]}" --anchor 2 --seed 45 --save-every 4)
     sched=(--lr 5e-4 "${short[@]}") ;;
-  --anchor8) shift; stage=("${text[@]}" "${long[@]}" --anchor 8 --seed 46 --save-every 4)
-    sched=(--lr 1e-3 "${short[@]}") ;;
+  --anchor8) shift; anchored 8 46 ;;
   --distill) shift; stage=("${text[@]}" "${long[@]}" --anchor 0 --distill 8 --seed 47
     --save-every 4)
     sched=(--lr 1e-3 --warmup 2 --schedule linear --steps 8)
     held_out=("${none[@]}") ;;
-  --anchor16) shift; stage=("${text[@]}" "${long[@]}" --anchor 16 --seed 48 --save-every 4)
-    sched=(--lr 1e-3 "${short[@]}")
-    held_out=("${none[@]}") ;;
-  --anchor32) shift; stage=("${text[@]}" "${long[@]}" --anchor 32 --seed 49 --save-every 4)
-    sched=(--lr 1e-3 "${short[@]}")
-    held_out=("${none[@]}") ;;
+  --anchor16) shift; anchored 16 48; held_out=("${none[@]}") ;;
+  --anchor32) shift; anchored 32 49; held_out=("${none[@]}") ;;
 esac
 run=$1
 shift
