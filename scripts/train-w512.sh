@@ -19,9 +19,12 @@
 #     --anchor8 steps on new draws with the anchor at twice its weight, and no held-out
 #     evaluation or probe;
 #   --anchor32 (started with --init from the --anchor16 weights, the asset): the same on new
-#     draws with the anchor doubled again.
+#     draws with the anchor doubled again;
+#   --decoded (started with --init from the --anchor16 weights, the asset): the --anchor16
+#     steps on new draws with each text example's targets after up to 124 decoded tokens,
+#     the decoding steps the 128 scored tokens of the perplexity protocol reach.
 # Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16|
-#        --anchor32] RUN_DIR [extra focus train options, e.g. --resume or --init F]
+#        --anchor32|--decoded] RUN_DIR [extra focus train options, e.g. --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
@@ -57,6 +60,7 @@ case "${1:-}" in
     held_out=("${none[@]}") ;;
   --anchor16) shift; anchored 16 48; held_out=("${none[@]}") ;;
   --anchor32) shift; anchored 32 49; held_out=("${none[@]}") ;;
+  --decoded) shift; anchored 16 50; stage+=(--decoded 124); held_out=("${none[@]}") ;;
 esac
 run=$1
 shift

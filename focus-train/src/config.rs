@@ -111,6 +111,14 @@ pub struct TrainConfig {
     /// observed next token.
     #[serde(default)]
     pub distill: f64,
+    /// The most tokens a text continuation example decodes after its span before its first
+    /// target: each example draws D from 0 to this, teacher-forces the D tokens after the
+    /// span through every chunk and the local window as decoding does, unsupervised, and
+    /// supervises the `targets` tokens after them, predicted as decoding steps D + 1, …
+    /// predict them (0, as the reference: only the first steps after the span). Longer
+    /// generations and the perplexity protocol predict many steps after the prefill.
+    #[serde(default)]
+    pub decoded: usize,
 }
 
 fn one() -> usize {
@@ -208,15 +216,25 @@ impl TrainConfig {
         let mut out = Vec::new();
         for k in kinds {
             for _ in 0..self.spans {
-                out.extend(sample(
-                    n,
-                    self.local_window,
-                    self.span_cap(),
-                    &[s],
-                    self.targets,
-                    k,
-                    rng,
-                ));
+                // The decoded tokens must fit after the span: the span is drawn in the
+                // sequence without its last D tokens (at least a window left).
+                let d = if k == LossKind::Continuation && self.decoded > 0 {
+                    rng.random_range(0..=self.decoded.min(n.saturating_sub(self.local_window)))
+                } else {
+                    0
+                };
+                out.extend(
+                    sample(
+                        n - d,
+                        self.local_window,
+                        self.span_cap(),
+                        &[s],
+                        self.targets,
+                        k,
+                        rng,
+                    )
+                    .map(|e| Example { decoded: d, ..e }),
+                );
             }
         }
         out

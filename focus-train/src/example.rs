@@ -31,15 +31,20 @@ pub struct Example {
     pub memory_end: usize,
     /// Chunk length S.
     pub chunk_len: usize,
-    /// Supervised tokens after the span, each predicted as decoding predicts it (1 in the
+    /// Tokens after the span that decoding has already read before the first supervised
+    /// one: teacher-forced, fed to every chunk and to the local window as decoding feeds
+    /// them, and not supervised (0 in the reference: the target is the token right after
+    /// the span).
+    pub decoded: usize,
+    /// Supervised tokens after those, each predicted as decoding predicts it (1 in the
     /// reference).
     pub targets: usize,
 }
 
 impl Example {
-    /// The first supervised token: the one after the local span.
+    /// The first supervised token: the one after the local span and the decoded tokens.
     pub fn target(&self, x: &[u32]) -> u32 {
-        x[self.start + self.len]
+        x[self.start + self.len + self.decoded]
     }
 
     /// Number of memory chunks.
@@ -90,6 +95,7 @@ pub fn sample(
         len,
         memory_end,
         chunk_len,
+        decoded: 0,
         targets: targets.max(1).min(n - start - len),
     })
 }

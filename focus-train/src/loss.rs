@@ -6,7 +6,9 @@
 //! (spec §3.2): every chunk has been fed `prompt ‖ y_1..y_t` with the base projections,
 //! except its newest token, which is the candidate (the last prompt token for `t = 0`,
 //! `y_t` after); the local pass reads `[BOS] ‖ span ‖ y_1..y_t` after those candidates.
-//! Candidate `t` never sees `y_{t+1}`, so several targets cost no leakage.
+//! Candidate `t` never sees `y_{t+1}`, so several targets cost no leakage. An example that
+//! has decoded `D` tokens before its targets ([`Example::decoded`]) supervises steps
+//! `D, D + 1, …` only: the earlier tokens are fed, never predicted.
 //!
 //! Everything before the candidate rows depends only on frozen weights: one pass without
 //! autodiff computes those keys and values (chunk tokens, prompt, earlier targets), and the
@@ -292,8 +294,10 @@ pub fn example_loss_with(
     let track = device.is_autodiff();
     let plan = ex.plan(x, prompt_cap, separator, bos);
     let end = ex.start + ex.len;
-    let k = ex.targets.max(1);
-    let ys = &x[end..end + k];
+    let (d, k) = (ex.decoded, ex.targets.max(1));
+    // The tokens after the span that decoding reads: the d decoded ones, then the targets.
+    let fed = &x[end..end + d + k];
+    let ys = &fed[d..];
     let mut work = Work {
         targets: k,
         ..Work::default()
@@ -316,11 +320,11 @@ pub fn example_loss_with(
             }
         }
         let chunk_kv = cat_layers(hits);
-        // After the chunk: separator ‖ prompt ‖ y_1..y_{k-1}; row i sits at position s + i.
-        // The last token of that tail is only ever a candidate, so the frozen pass stops
-        // before it.
+        // After the chunk: separator ‖ prompt ‖ y_1..y_{d+k-1}; row i sits at position
+        // s + i. The last token of that tail is only ever a candidate, so the frozen pass
+        // stops before it.
         let mut tail = plan.prompt.clone();
-        tail.extend_from_slice(&ys[..k - 1]);
+        tail.extend_from_slice(&fed[..d + k - 1]);
         let frozen_tail = &tail[..tail.len() - 1];
         let kv: Vec<LayerKv> = if frozen_tail.is_empty() {
             chunk_kv
@@ -344,9 +348,9 @@ pub fn example_loss_with(
         };
         frozen_time += frozen_start.elapsed();
         for (t, step) in cands.iter_mut().enumerate() {
-            // Candidate t is tail[p + t] (p + 1 = prompt rows), at position s + p + t,
-            // after the frozen rows before it.
-            let at = plan.prompt.len() - 1 + t;
+            // The candidate of decoding step d + t is tail[p + d + t] (p + 1 = prompt
+            // rows), at position s + p + d + t, after the frozen rows before it.
+            let at = plan.prompt.len() - 1 + d + t;
             let past: Vec<LayerKv> = kv
                 .iter()
                 .map(|l| {
@@ -376,6 +380,7 @@ pub fn example_loss_with(
         }
     }
     let mut local = plan.local_input(x, bos);
+    local.extend_from_slice(&fed[..d]);
     let mut logps = Vec::with_capacity(k);
     for (t, step) in cands.iter().enumerate() {
         if t > 0 {
@@ -438,7 +443,7 @@ pub fn example_loss_with(
         // The frozen model reads the document with full attention: its rows for the
         // targets are what the far text offers (the full baseline's predictions).
         let frozen_start = std::time::Instant::now();
-        let (q_logp, read) = cache.full_logp(frozen, x, end - 1..end - 1 + k);
+        let (q_logp, read) = cache.full_logp(frozen, x, end - 1 + d..end - 1 + d + k);
         out.work.full_tokens += read;
         frozen_time += frozen_start.elapsed();
         let kl;

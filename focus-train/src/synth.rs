@@ -443,6 +443,7 @@ fn finish(
             len: span,
             memory_end: memory,
             chunk_len: layout.chunk_len,
+            decoded: 0,
             targets,
         },
     )

@@ -141,6 +141,12 @@ pub struct Args {
     /// the memory what the far text offers beyond the one observed next token.
     #[arg(long, default_value_t = 0.0)]
     pub distill: f64,
+    /// The most tokens a text continuation example decodes after its span, teacher-forced
+    /// and unsupervised, before its targets: each draws how many from 0 to this, so that
+    /// the later steps of a generation are trained too (0: the targets right after the
+    /// span, as the paper).
+    #[arg(long, default_value_t = 0)]
+    pub decoded: usize,
     /// Start from these candidate weights (written by an earlier run: its low-rank factors
     /// with the same --rank, or full projections without --rank) instead of copies of the
     /// base projections; the optimizer starts afresh.
@@ -226,6 +232,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         pool: args.pool,
         anchor: args.anchor,
         distill: args.distill,
+        decoded: args.decoded,
     };
     cfg.validate()?;
     if args.min_len <= args.local_window {
