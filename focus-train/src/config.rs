@@ -114,10 +114,10 @@ pub struct TrainConfig {
     /// The most tokens a text continuation example decodes after its span before its first
     /// target: each example draws D from 0 to this, teacher-forces the D tokens after the
     /// span through every chunk and the local window as decoding does, unsupervised, and
-    /// supervises the `targets` tokens after them, predicted as decoding steps D, D + 1, …
-    /// predict them, step 0 being the prefill's (0, as the reference: only the first steps
-    /// after the span). Longer generations and the perplexity protocol predict many steps
-    /// after the prefill.
+    /// supervises the `targets` tokens after them, which decoding steps D, D + 1, … predict,
+    /// step 0 being the prefill's (0, as the reference: only the first steps after the
+    /// span). Longer generations and the perplexity protocol predict many steps after the
+    /// prefill.
     #[serde(default)]
     pub decoded: usize,
 }
