@@ -22,9 +22,15 @@
 #     draws with the anchor doubled again;
 #   --decoded (started with --init from the --anchor16 weights, the asset): the --anchor16
 #     steps on new draws with each text example's targets after up to 124 decoded tokens,
-#     the decoding steps the 128 scored tokens of the perplexity protocol reach.
+#     the decoding steps the 128 scored tokens of the perplexity protocol reach;
+#   --stop (started with --init from the --anchor16 weights, the asset): answers that end,
+#     the retrieval documents supervising the full stop after each value, 60 % of the
+#     sequences retrieval documents, the anchor at 16 on the text; a constant rate for as
+#     many steps as the sittings allow (checkpoints every 2 steps, continued with --resume),
+#     judged by the validation split's exact rate (`focus passkey`), not by its loss.
 # Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16|
-#        --anchor32|--decoded] RUN_DIR [extra focus train options, e.g. --resume or --init F]
+#        --anchor32|--decoded|--stop] RUN_DIR [extra focus train options, e.g. --resume or
+#        --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
@@ -42,9 +48,12 @@ sched=(--lr 1e-3 --warmup 10 --schedule constant --steps 3000)
 short=(--warmup 2 --schedule linear --steps 12)
 held_out=(--eval-sequences 4 --probe-lengths 2k,4k)
 none=(--eval-sequences 0 --probe-lengths none)
-# The anchor stages: the later stages' mix, 12 steps from 1e-3, the anchor at $1, the seed $2.
+# The anchor stages: the later stages' mix, 12 steps from 1e-3, the anchor at $1, the seed $2
+# (and, for --stop, the share of retrieval documents $3 in place of 0.4 and a checkpoint every
+# $4 steps in place of 4).
 anchored() {
-  stage=("${text[@]}" "${long[@]}" --anchor "$1" --seed "$2" --save-every 4)
+  stage=("${text[@]}" "${long[@]}" --anchor "$1" --seed "$2" --save-every "${4:-4}")
+  [ -n "${3:-}" ] && stage=("${stage[@]/#0.4/$3}")
   sched=(--lr 1e-3 "${short[@]}")
 }
 case "${1:-}" in
@@ -61,6 +70,8 @@ case "${1:-}" in
   --anchor16) shift; anchored 16 48; held_out=("${none[@]}") ;;
   --anchor32) shift; anchored 32 49; held_out=("${none[@]}") ;;
   --decoded) shift; anchored 16 50; stage+=(--decoded 124); held_out=("${none[@]}") ;;
+  --stop) shift; anchored 16 51 0.6 2
+    sched=(--lr 1e-3 --warmup 2 --schedule constant --steps 400); held_out=("${none[@]}") ;;
 esac
 run=$1
 shift

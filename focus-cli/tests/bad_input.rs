@@ -85,6 +85,17 @@ fn settings_the_model_cannot_hold() {
     );
     #[rustfmt::skip]
     fails(&["passkey", "--model", &t, "--lengths", "0", "--json", &d("p.json")], "length");
+    // A split that is neither: clap's usage error (exit 2) names the two.
+    let out = focus()
+        .args(["passkey", "--model", &t, "--split", "train"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown split \"train\" (validation, test)"),
+        "{err}"
+    );
     #[rustfmt::skip]
     fails(&["train", "--model", &t, "--data", &text(dir.path()), "--out", &d("r"), "--steps", "0"], "steps");
     #[rustfmt::skip]

@@ -194,9 +194,63 @@ fn passkey_and_niah_write_table_json_and_heatmap() {
     }
     let v = json(&std::fs::read_to_string(&js).expect("json"));
     // 2 lengths x 2 depths x 2 trials x 3 modes.
-    assert_eq!(v["trials"].as_array().expect("trials").len(), 24);
-    for t in v["trials"].as_array().expect("trials") {
+    let trials = v["trials"].as_array().expect("trials");
+    assert_eq!(trials.len(), 24);
+    let mut keys = std::collections::HashMap::new();
+    for t in trials {
         assert!(t["prompt_tokens"].as_u64().expect("n") <= t["length"].as_u64().expect("l"));
+        assert_eq!(t["split"], "validation");
+        assert!(t["exact"].is_boolean() && t["lenient"].is_boolean(), "{t}");
+        // An exact answer is a lenient one.
+        assert!(t["exact"] == false || t["lenient"] == true, "{t}");
+        // Trial t of every length and mode hides the same key; depths have their own.
+        let index = t["index"].as_u64().expect("index");
+        assert_eq!(index / 2, u64::from(t["depth"] == 1.0), "{t}");
+        let key = t["key"].as_u64().expect("key");
+        assert_eq!(*keys.entry(index).or_insert(key), key, "{t}");
+    }
+    assert_eq!(keys.len(), 4);
+    // Cells per (mode, length, depth) and per (mode, length), with Wilson bounds.
+    let cells = v["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 3 * 2 * 3);
+    for c in cells {
+        let e = &c["exact"];
+        let (lo, r, hi) = (
+            e["low95"].as_f64(),
+            e["rate"].as_f64(),
+            e["high95"].as_f64(),
+        );
+        assert!(lo <= r && r <= hi, "{c}");
+    }
+    // The test split draws other keys.
+    let test = json(&ok(&[
+        "-q",
+        "passkey",
+        "--model",
+        &tiny(),
+        "--local-window",
+        "128",
+        "--chunk",
+        "64",
+        "--lengths",
+        "400",
+        "--depths",
+        "0,1",
+        "--trials",
+        "2",
+        "--modes",
+        "truncated",
+        "--split",
+        "test",
+        "--format",
+        "json",
+    ]));
+    for t in test["trials"].as_array().expect("trials") {
+        assert_eq!(t["split"], "test");
+        assert!(
+            !keys.values().any(|k| *k == t["key"].as_u64().expect("key")),
+            "{t}"
+        );
     }
     let hay = dir.path().join("hay");
     std::fs::create_dir(&hay).expect("dir");
@@ -227,6 +281,8 @@ fn passkey_and_niah_write_table_json_and_heatmap() {
     ]));
     assert_eq!(v["task"], "niah");
     assert_eq!(v["trials"].as_array().expect("trials").len(), 1);
+    // A haystack of one's own is measured, and the report says it is not held out.
+    assert_eq!(v["haystack_held_out"], serde_json::Value::Null);
 }
 
 #[test]

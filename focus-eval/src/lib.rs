@@ -3,12 +3,14 @@
 //!
 //! - [`ppl`]: perplexity of long texts (the paper's protocol and llama.cpp's).
 //! - [`retrieval`]: passkey and needle-in-a-haystack retrieval.
+//! - [`reserved`]: the held-out haystack and templates that training may not read.
 //! - [`probe`]: a key chunk's own prediction beside FocusLLM's, to see where retrieval
 //!   breaks.
 
 pub mod error;
 pub mod ppl;
 pub mod probe;
+pub mod reserved;
 pub mod retrieval;
 
 use focus_core::{CondensingModel, Reading, Sampler, Session};

@@ -22,7 +22,7 @@ use focus_model::model::ids_tensor;
 use focus_model::{LlamaForCausalLM, Rows, Tokenizer};
 use serde::Serialize;
 
-use super::retrieval::{Task, fit, key_for};
+use super::retrieval::{Split, Task, fit, key};
 use super::token_nll;
 use crate::error::{Error, Result};
 
@@ -134,7 +134,9 @@ fn reading(
 }
 
 /// Runs one probe trial: the passkey template sized to `chunks` memory chunks plus the local
-/// window of `cfg`, the key inside the memory at a depth drawn from `seed`. Returns `None`
+/// window of `cfg`, the key trial `seed` of the validation split (a diagnostic chooses
+/// things, so it never reads test keys), inside the memory at a depth drawn from `seed`.
+/// Returns `None`
 /// when the key's digits straddle two chunks at every depth tried.
 pub fn probe_trial(
     model: &LlamaForCausalLM,
@@ -147,7 +149,7 @@ pub fn probe_trial(
         return Err(Error::Input("a probe needs at least one chunk".into()));
     }
     let bos = model.config().bos_token_id;
-    let key = key_for(seed);
+    let key = key(Split::Validation, 0, seed);
     let w = cfg.local_window;
     let length = chunks * cfg.chunk_len + w;
     let gold = tokenizer.encode(&format!(" {key}"), false)?;

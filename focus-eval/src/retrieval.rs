@@ -1,13 +1,17 @@
-//! Retrieval from long inputs: the passkey test (spec §5.2) and a needle in a haystack
-//! of essays. A number is hidden at a chosen depth of a haystack sized to a length in
-//! tokens; the model is asked for it and answers greedily.
+//! Retrieval from long inputs: the passkey test (spec §5.2) and a needle in a haystack.
+//! A number is hidden at a chosen depth of a haystack sized to a length in tokens; the
+//! model is asked for it and answers greedily.
 //!
-//! Scoring: the model generates as many tokens as the number has, plus one (a
-//! byte-level tokenizer may spend a token on the leading space), and a trial is correct
-//! when the first integer in its output equals the hidden number (the ∞-Bench passkey
-//! rule). The reference instead compares the decoded output with the decoded answer,
-//! which needs exactly the answer's token count; the two agree whenever the model
-//! answers with the number alone.
+//! Keys come from two disjoint [`Split`]s: `validation`, for choosing weights as often as
+//! one likes, and `test`, reported once per shipped file. Trial `t` of a split hides
+//! [`key`]`(split, seed, t)`, whatever its depth, length and mode.
+//!
+//! Every trial has two scores:
+//! - *lenient*: the first integer of the first n + 1 answer tokens is the key (n: the key's
+//!   own token count; the ∞-Bench passkey rule, which forgives anything after it);
+//! - *exact*: the first number of the whole answer is the key and something other than
+//!   more digits follows it (or the model ended the answer): what a user reads as the right
+//!   answer. The model generates [`AFTER`] tokens beyond the lenient budget to show it.
 
 use focus_core::Reading;
 use focus_model::{LlamaForCausalLM, Tokenizer};
@@ -138,9 +142,102 @@ pub fn fit(
     Ok(best)
 }
 
-/// The hidden number of trial `seed` (1..=49999, as in the reference).
-pub fn key_for(seed: u64) -> u32 {
-    StdRng::seed_from_u64(seed).random_range(1..50_000)
+/// Answer tokens generated beyond the lenient budget (the key's tokens plus one), so that
+/// the exact score sees what follows the number.
+pub const AFTER: usize = 3;
+
+/// The two disjoint sets of evaluation keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// For choosing weights, settings and checkpoints, as often as one likes.
+    Validation,
+    /// Reported once per shipped file; nothing is chosen by it.
+    Test,
+}
+
+impl Split {
+    /// `validation` or `test`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Validation => "validation",
+            Self::Test => "test",
+        }
+    }
+
+    /// The split that the number `k` belongs to: one bit of a hash of its value, so the
+    /// numbers 1..=49999 fall about half to each and no number is in both.
+    pub fn of_key(k: u32) -> Self {
+        if mix(0x6b65_795f_7370_6c69 ^ u64::from(k)) & 1 == 0 {
+            Self::Validation
+        } else {
+            Self::Test
+        }
+    }
+
+    fn stream(self) -> u64 {
+        match self {
+            Self::Validation => 0x7661_6c69_6461_7465,
+            Self::Test => 0x7465_7374_7465_7374,
+        }
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "validation" => Ok(Self::Validation),
+            "test" => Ok(Self::Test),
+            other => Err(format!("unknown split {other:?} (validation, test)")),
+        }
+    }
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The key of trial `t` of `split` with `seed`: the first number of 1..=49999 (the
+/// reference's range) that belongs to `split`, drawn from a generator seeded from the
+/// split, the seed and `t` alone.
+pub fn key(split: Split, seed: u64, t: u64) -> u32 {
+    let mut rng = StdRng::seed_from_u64(mix(mix(split.stream() ^ seed) ^ t));
+    loop {
+        let k = rng.random_range(1..50_000);
+        if Split::of_key(k) == split {
+            return k;
+        }
+    }
+}
+
+/// The first number written in `text`: its digits, with a `,` or `.` between two digits
+/// kept as part of it (`26,331` and `263.31` are one number each), and whether any text
+/// follows it.
+pub fn first_number(text: &str) -> Option<(&str, bool)> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let b = text.as_bytes();
+    let mut end = start;
+    while end < b.len() {
+        if b[end].is_ascii_digit() {
+            end += 1;
+        } else if matches!(b[end], b',' | b'.') && b.get(end + 1).is_some_and(u8::is_ascii_digit) {
+            end += 2;
+        } else {
+            break;
+        }
+    }
+    Some((&text[start..end], end < text.len()))
+}
+
+/// The exact score: the first number of `answer` is `key`, and text follows it or the
+/// model `ended` the answer there.
+pub fn exact(answer: &str, key: u32, ended: bool) -> bool {
+    first_number(answer).is_some_and(|(n, followed)| n == key.to_string() && (followed || ended))
 }
 
 /// First integer in `text`, if any.
@@ -166,16 +263,34 @@ pub struct Trial {
     pub prompt_tokens: usize,
     /// Depth of the number in the haystack (0 = start, 1 = end).
     pub depth: f64,
-    /// Seed of the trial.
+    /// The key split.
+    pub split: Split,
+    /// Seed of the split's key stream.
     pub seed: u64,
+    /// Index of the trial in that stream.
+    pub index: u64,
     /// The hidden number.
     pub key: u32,
-    /// What the model answered.
+    /// What the model answered (the lenient budget and [`AFTER`] tokens more, or up to
+    /// the end of its answer).
     pub output: String,
-    /// Whether the first integer of the output is the key.
-    pub correct: bool,
+    /// Lenient score: the first integer of the first n + 1 answer tokens is the key.
+    pub lenient: bool,
+    /// Exact score: the answer's first number is the key, and it stops there.
+    pub exact: bool,
     /// Wall time of the trial in seconds.
     pub seconds: f64,
+}
+
+/// Where a trial's key comes from: trial `index` of `split`'s stream with `seed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRef {
+    /// The split.
+    pub split: Split,
+    /// The stream's seed.
+    pub seed: u64,
+    /// The trial's place in the stream.
+    pub index: u64,
 }
 
 /// Runs one trial of `task` under `mode`. Returns `None` when the prompt does not fit
@@ -188,52 +303,135 @@ pub fn trial(
     mode: Reading,
     length: usize,
     depth: f64,
-    seed: u64,
+    at: KeyRef,
     progress: impl FnMut(usize, usize),
 ) -> Result<Option<Trial>> {
-    let key = key_for(seed);
+    let key = key(at.split, at.seed, at.index);
     let ids = fit(tokenizer, task, length, depth, key)?;
     let answer = tokenizer.encode(&key.to_string(), false)?;
-    let n_new = answer.len() + 1;
+    let lenient_len = answer.len() + 1;
+    let n_new = lenient_len + AFTER;
     if !mode.fits(model.config().max_position_embeddings, ids.len(), n_new) {
         return Ok(None);
     }
     let t0 = std::time::Instant::now();
-    let out = generate(model, mode, &ids, n_new, tokenizer.eos_ids(), progress)?;
+    let eos = tokenizer.eos_ids();
+    let out = generate(model, mode, &ids, n_new, eos, progress)?;
+    let ended = out.last().is_some_and(|t| eos.contains(t));
     let output = tokenizer.decode(&out)?;
+    let lenient_text = tokenizer.decode(&out[..out.len().min(lenient_len)])?;
     Ok(Some(Trial {
         task: task.name().to_string(),
         mode: mode.name().to_string(),
         length,
         prompt_tokens: ids.len(),
         depth,
-        seed,
+        split: at.split,
+        seed: at.seed,
+        index: at.index,
         key,
-        correct: first_integer(&output) == Some(u64::from(key)),
+        lenient: first_integer(&lenient_text) == Some(u64::from(key)),
+        exact: exact(&output, key, ended),
         output,
         seconds: t0.elapsed().as_secs_f64(),
     }))
 }
 
-/// Accuracy of `trials` per (mode, length, depth), in first-seen order.
-pub fn accuracy(trials: &[Trial]) -> Vec<(String, usize, f64, f64, usize)> {
-    let mut cells: Vec<(String, usize, f64, usize, usize)> = Vec::new();
-    for t in trials {
-        match cells
-            .iter_mut()
-            .find(|c| c.0 == t.mode && c.1 == t.length && c.2 == t.depth)
-        {
-            Some(c) => {
-                c.3 += usize::from(t.correct);
-                c.4 += 1;
-            }
-            None => cells.push((t.mode.clone(), t.length, t.depth, usize::from(t.correct), 1)),
+/// A share of trials that were right.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Rate {
+    /// Trials right.
+    pub right: usize,
+    /// Trials.
+    pub trials: usize,
+}
+
+impl Rate {
+    /// `right / trials` (0 without trials).
+    pub fn value(&self) -> f64 {
+        if self.trials == 0 {
+            0.0
+        } else {
+            self.right as f64 / self.trials as f64
         }
     }
-    cells
-        .into_iter()
-        .map(|(m, l, d, ok, n)| (m, l, d, ok as f64 / n as f64, n))
-        .collect()
+
+    /// The 95 % Wilson score interval (Wilson 1927), which stays inside [0, 1] and keeps
+    /// its coverage at rates near 0 and 1, where the normal approximation fails.
+    pub fn wilson(&self) -> (f64, f64) {
+        if self.trials == 0 {
+            return (0.0, 1.0);
+        }
+        let z = 1.959_964_f64;
+        let n = self.trials as f64;
+        let p = self.value();
+        let d = 1.0 + z * z / n;
+        let centre = (p + z * z / (2.0 * n)) / d;
+        let half = z / d * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+        ((centre - half).max(0.0), (centre + half).min(1.0))
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (low, high) = self.wilson();
+        let mut st = s.serialize_struct("Rate", 5)?;
+        st.serialize_field("right", &self.right)?;
+        st.serialize_field("trials", &self.trials)?;
+        st.serialize_field("rate", &self.value())?;
+        st.serialize_field("low95", &low)?;
+        st.serialize_field("high95", &high)?;
+        st.end()
+    }
+}
+
+/// The scores of a group of trials: one (mode, length, depth), or all depths of one
+/// (mode, length) when `depth` is `None`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    /// `focus`, `truncated` or `full`.
+    pub mode: String,
+    /// Requested length in tokens.
+    pub length: usize,
+    /// The depth, or `None` for all depths.
+    pub depth: Option<f64>,
+    /// The exact score.
+    pub exact: Rate,
+    /// The lenient score.
+    pub lenient: Rate,
+}
+
+/// The cells of `trials`: per (mode, length, depth) and per (mode, length) over all depths,
+/// in first-seen order.
+pub fn cells(trials: &[Trial]) -> Vec<Cell> {
+    let mut out: Vec<Cell> = Vec::new();
+    for t in trials {
+        for depth in [Some(t.depth), None] {
+            let i = match out
+                .iter()
+                .position(|c| c.mode == t.mode && c.length == t.length && c.depth == depth)
+            {
+                Some(i) => i,
+                None => {
+                    out.push(Cell {
+                        mode: t.mode.clone(),
+                        length: t.length,
+                        depth,
+                        exact: Rate::default(),
+                        lenient: Rate::default(),
+                    });
+                    out.len() - 1
+                }
+            };
+            let c = &mut out[i];
+            c.exact.right += usize::from(t.exact);
+            c.exact.trials += 1;
+            c.lenient.right += usize::from(t.lenient);
+            c.lenient.trials += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -272,7 +470,79 @@ mod tests {
     fn integers_are_parsed_from_answers() {
         assert_eq!(first_integer(" 4242. Remember"), Some(4242));
         assert_eq!(first_integer("no number"), None);
-        assert!((1..50_000).contains(&key_for(3)));
-        assert_eq!(key_for(3), key_for(3));
+    }
+
+    #[test]
+    fn the_splits_share_no_key_and_their_streams_are_fixed() {
+        let val: Vec<u32> = (0..2000).map(|t| key(Split::Validation, 0, t)).collect();
+        let test: Vec<u32> = (0..2000).map(|t| key(Split::Test, 0, t)).collect();
+        assert!(val.iter().all(|&k| Split::of_key(k) == Split::Validation));
+        assert!(test.iter().all(|&k| Split::of_key(k) == Split::Test));
+        assert!(val.iter().chain(&test).all(|k| (1..50_000).contains(k)));
+        // Many distinct keys, a seed changes the stream, and a stream never changes.
+        let distinct: std::collections::HashSet<_> = val.iter().collect();
+        assert!(distinct.len() > 1900, "{}", distinct.len());
+        assert_ne!(key(Split::Test, 1, 0), key(Split::Test, 0, 0));
+        assert_eq!(key(Split::Test, 0, 7), test[7]);
+        // About half of all numbers in each split.
+        let n_test = (1..50_000u32)
+            .filter(|&k| Split::of_key(k) == Split::Test)
+            .count();
+        assert!((24_000..26_000).contains(&n_test), "{n_test}");
+        assert_eq!("test".parse::<Split>(), Ok(Split::Test));
+        assert!("train".parse::<Split>().is_err());
+    }
+
+    #[test]
+    fn exact_answers_stop_at_the_number() {
+        assert!(exact(" 26331. Remember it.", 26331, false));
+        assert!(exact(" 26331", 26331, true));
+        // The answer was cut off right after the number: it may have gone on.
+        assert!(!exact(" 26331", 26331, false));
+        assert!(!exact(" 263333212", 26331, false));
+        assert!(!exact(" 192948888", 19294, false));
+        assert!(!exact(" 26,331.", 26331, false));
+        assert!(!exact(" 26331.5 is it", 26331, false));
+        assert!(!exact(" no number", 26331, true));
+        assert_eq!(first_number("is 12,345."), Some(("12,345", true)));
+    }
+
+    #[test]
+    fn wilson_intervals_match_published_values() {
+        // Newcombe (1998), Table I: 81/263 gives 0.2553 to 0.3662; 0/10 gives 0 to 0.2775.
+        let (lo, hi) = Rate {
+            right: 81,
+            trials: 263,
+        }
+        .wilson();
+        assert!(
+            (lo - 0.2553).abs() < 5e-4 && (hi - 0.3662).abs() < 5e-4,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = Rate {
+            right: 0,
+            trials: 10,
+        }
+        .wilson();
+        assert!(lo == 0.0 && (hi - 0.2775).abs() < 5e-4, "{hi}");
+        // At 40 trials, 38 right rules out a true rate of 80 % and 32 right one of 95 %; at
+        // 20 trials, 19 right does not rule out 80 %.
+        let (lo, _) = Rate {
+            right: 38,
+            trials: 40,
+        }
+        .wilson();
+        let (_, hi) = Rate {
+            right: 32,
+            trials: 40,
+        }
+        .wilson();
+        assert!(lo > 0.80 && hi < 0.95, "{lo} {hi}");
+        let (lo, _) = Rate {
+            right: 19,
+            trials: 20,
+        }
+        .wilson();
+        assert!(lo < 0.80, "{lo}");
     }
 }

@@ -40,10 +40,34 @@ pub fn read_texts(paths: &[PathBuf]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Tokenises `texts` (no special tokens) and cuts the stream of documents, each followed
-/// by the end-of-sequence token, into consecutive sequences of random length in
-/// `min_len..=max_len` (drawn with `seed`), each starting with BOS.
+/// Refuses texts that evaluation keeps for itself: a held-out haystack (or any passage
+/// of it) or an evaluation template ([`focus_eval::reserved`]). Every path from text to
+/// training data ([`pack`], [`crate::synth::Haystack::new`]) goes through it.
+pub fn check_training_texts(texts: &[(String, String)]) -> Result<()> {
+    for (name, text) in texts {
+        focus_eval::reserved::check_training_text(name, text).map_err(Error::Input)?;
+    }
+    Ok(())
+}
+
+/// Training sequences: checks `texts` ([`check_training_texts`]), tokenises them (no
+/// special tokens) and cuts the stream of documents, each followed by the end-of-sequence
+/// token, into consecutive sequences of random length in `min_len..=max_len` (drawn with
+/// `seed`), each starting with BOS.
 pub fn pack(
+    tokenizer: &Tokenizer,
+    texts: &[(String, String)],
+    min_len: usize,
+    max_len: usize,
+    seed: u64,
+) -> Result<Vec<Vec<u32>>> {
+    check_training_texts(texts)?;
+    pack_held_out(tokenizer, texts, min_len, max_len, seed)
+}
+
+/// The held-out sequences of a run's evaluation, cut as [`pack`] cuts training sequences
+/// but from any text (the held-out book among them): they are scored, never trained on.
+pub fn pack_held_out(
     tokenizer: &Tokenizer,
     texts: &[(String, String)],
     min_len: usize,

@@ -1,14 +1,19 @@
 //! Retrieval-shaped training documents: a fact (a number, a code, a name, a year) stated
 //! once at a random depth of a haystack, and a question or a re-mention at the end whose
-//! continuation is the fact's value.
+//! continuation is the fact's value and the full stop that ends the sentence, so that the
+//! memory learns where an answer ends as well as what it is.
 //!
 //! The haystacks are the training texts (or repeated filler sentences of our own); the
 //! phrasings are many, and none is an evaluation template: neither the passkey sentences
-//! of `focus passkey` nor the needle of `focus niah` (a test checks this).
+//! of `focus passkey`, the needle of `focus niah`, nor RULER's needles (a test checks
+//! this against [`focus_eval::reserved::TEMPLATE_PHRASES`]). No number of the test split
+//! of the evaluation keys ([`focus_eval::retrieval::Split`]) is ever a fact's value.
 
 use focus_model::Tokenizer;
 use rand::RngExt;
 use rand::rngs::StdRng;
+
+use focus_eval::retrieval::Split;
 
 use crate::error::{Error, Result};
 use crate::example::{Example, LossKind};
@@ -21,7 +26,8 @@ pub struct Fact {
     /// The text before the answer at the end, e.g. `What is the combination of the red
     /// safe? The combination is`.
     pub cue: String,
-    /// The answer as it continues the cue, with its leading space, e.g. ` 4821`.
+    /// The answer as it continues the cue: the value with its leading space and the full
+    /// stop after it, e.g. ` 4821.`
     pub answer: String,
 }
 
@@ -82,17 +88,27 @@ fn pick<'a>(rng: &mut StdRng, xs: &[&'a str]) -> &'a str {
     xs[rng.random_range(0..xs.len())]
 }
 
+/// A number of `lo..hi` that is not a test-split evaluation key.
+fn untested(rng: &mut StdRng, lo: u32, hi: u32) -> u32 {
+    loop {
+        let n = rng.random_range(lo..hi);
+        if n >= 50_000 || Split::of_key(n) != Split::Test {
+            return n;
+        }
+    }
+}
+
 fn number(rng: &mut StdRng) -> String {
     let digits = rng.random_range(3..=6u32);
     let lo = 10u32.pow(digits - 1);
-    rng.random_range(lo..lo * 10).to_string()
+    untested(rng, lo, lo * 10).to_string()
 }
 
 fn code(rng: &mut StdRng) -> String {
     let letters: String = (0..rng.random_range(2..=3))
         .map(|_| char::from(b'A' + rng.random_range(0..26u8)))
         .collect();
-    format!("{letters}-{}", rng.random_range(10..1000u32))
+    format!("{letters}-{}", untested(rng, 10, 1000))
 }
 
 /// A random fact with one of its phrasings; `question` chooses between a question at the
@@ -133,7 +149,7 @@ pub fn fact(rng: &mut StdRng, question: bool) -> Fact {
             )
         }
         3 => {
-            let y = rng.random_range(1700..2030u32).to_string();
+            let y = untested(rng, 1700, 2030).to_string();
             (
                 format!("{name} moved to {place} in the year {y}."),
                 format!("In which year did {name} move to {place}? It was in"),
@@ -163,7 +179,7 @@ pub fn fact(rng: &mut StdRng, question: bool) -> Fact {
             )
         }
         _ => {
-            let n = rng.random_range(2..100u32).to_string();
+            let n = untested(rng, 2, 100).to_string();
             (
                 format!("{name} counted exactly {n} {colour} stones on the path."),
                 format!("How many {colour} stones did {name} count? {name} counted"),
@@ -175,7 +191,7 @@ pub fn fact(rng: &mut StdRng, question: bool) -> Fact {
     Fact {
         statement,
         cue: if question { asked } else { mentioned },
-        answer: format!(" {answer}"),
+        answer: format!(" {answer}."),
     }
 }
 
@@ -271,8 +287,10 @@ impl Stream {
 }
 
 impl Haystack {
-    /// Tokenises `texts` (joined by blank lines) and the filler.
+    /// Tokenises `texts` (joined by blank lines) and the filler; texts that evaluation
+    /// keeps for itself are refused ([`crate::data::check_training_texts`]).
     pub fn new(tok: &Tokenizer, texts: &[(String, String)]) -> Result<Self> {
+        crate::data::check_training_texts(texts)?;
         let joined: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
         let text = tok.encode(&joined.join("\n\n"), false)?;
         if text.is_empty() {
@@ -455,25 +473,41 @@ mod tests {
 
     use super::*;
 
-    /// The evaluation templates never occur in training documents.
+    /// The evaluation templates never occur in training documents, answers end with a full
+    /// stop, and no value is a test-split key.
     #[test]
-    fn facts_avoid_the_evaluation_templates() {
+    fn facts_avoid_the_evaluation_templates_and_test_keys() {
         let mut rng = StdRng::seed_from_u64(3);
-        let banned = ["pass key", "passkey", "magic number", "important info"];
+        let banned = focus_eval::reserved::TEMPLATE_PHRASES;
         let mut kinds = std::collections::HashSet::new();
+        let mut numbers = 0;
         for i in 0..5000 {
             let f = fact(&mut rng, i % 2 == 0);
             let text = format!("{} {}{}", f.statement, f.cue, f.answer).to_lowercase();
             for b in banned {
                 assert!(!text.contains(b), "{text}");
             }
-            assert!(f.statement.contains(f.answer.trim()), "{f:?}");
-            assert!(f.answer.starts_with(' '));
+            let value = f.answer.trim().strip_suffix('.').expect("a full stop");
+            assert!(f.statement.contains(value), "{f:?}");
+            assert!(f.answer.starts_with(' ') && !value.ends_with('.'), "{f:?}");
+            for n in value
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+            {
+                let n: u32 = n.parse().expect("digits");
+                assert!(n >= 50_000 || Split::of_key(n) == Split::Validation, "{n}");
+                numbers += 1;
+            }
             kinds.insert(f.cue.split_whitespace().next().map(str::to_string));
         }
+        assert!(numbers > 3000, "{numbers}");
         assert!(kinds.len() >= 8, "phrasings: {kinds:?}");
         for s in FILLER {
-            assert!(!s.to_lowercase().contains("grass"), "{s}");
+            let s = s.to_lowercase();
+            assert!(
+                banned.iter().all(|b| !s.contains(b)) && !s.contains("grass"),
+                "{s}"
+            );
         }
     }
 }

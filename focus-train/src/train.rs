@@ -49,8 +49,10 @@ pub struct RetrievalSource {
 /// Share of retrieval documents whose fact sits inside the local span (the memory must
 /// then leave the window's own reading intact).
 const LOCAL_FACTS: f64 = 0.15;
-/// Most answer tokens of a retrieval document that are supervised.
-const MAX_ANSWER_TOKENS: usize = 8;
+/// Most answer tokens of a retrieval document that are supervised: enough for every value
+/// with its leading space and its full stop under SmolLM2's tokenizer (a six-digit number
+/// takes eight; a test checks all of them fit).
+pub const MAX_ANSWER_TOKENS: usize = 10;
 
 /// The examples of step `t`: `cfg.batch` sequences, each a retrieval document (with
 /// probability `cfg.retrieval`) or a training text with its examples.

@@ -50,8 +50,13 @@ pub fn asset(name: &str) -> PathBuf {
 /// skipped with a note naming the fetch command. Where `FOCUS_REQUIRE_ASSETS` is set (CI),
 /// a missing model is a failure instead.
 pub fn smollm2_path() -> Option<PathBuf> {
-    let p = asset("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
+    asset_path("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// A fetched asset (a file or a folder), or `None` when it is missing, as [`smollm2_path`].
+pub fn asset_path(name: &str) -> Option<PathBuf> {
+    let p = asset(name);
+    if p.exists() {
         return Some(p);
     }
     assert!(

@@ -9,6 +9,7 @@
 //! - `mutations`: the GGUF reader and the candidate-weights loader against thousands of
 //!   mutated files (no panic; bounded allocation for GGUF).
 //! - `precision`: f16 and bf16 against the f32 references, each in a process of its own.
+//! - `reserved`: the held-out haystack against the fetched texts; training refuses it.
 //! - `training`: the training loss, step, resume and low-rank updates on the tiny model.
 
 mod chat;
@@ -20,6 +21,7 @@ mod mutations;
 mod parity_smollm2;
 mod parity_tiny;
 mod precision;
+mod reserved;
 mod training;
 
 /// The largest single allocation this thread makes while running `f`, and `f`'s result.

@@ -467,7 +467,8 @@ fn the_distillation_adds_the_kl_to_the_full_reading() {
 }
 
 /// Retrieval documents: the fact lies wholly in the memory (or, for some, in the span),
-/// the span ends with the cue, the targets are the answer, the chunk count is the layout's.
+/// the span ends with the cue, the targets are the answer and its full stop, the chunk
+/// count is the layout's.
 #[test]
 fn retrieval_documents_hide_the_fact_where_the_layout_says() {
     use focus_train::synth::{Haystack, Layout, document};
@@ -498,7 +499,8 @@ fn retrieval_documents_hide_the_fact_where_the_layout_says() {
         assert_eq!(ex.memory_end, ex.start);
         assert_eq!(ex.start.div_ceil(96), layout.chunks, "{ex:?}");
         let answer = tok.decode(&x[end..]).unwrap();
-        let digits_or_name = answer.trim();
+        // The value and the full stop that ends its sentence.
+        let digits_or_name = answer.trim().strip_suffix('.').expect("a full stop");
         assert!(
             answer.starts_with(' ') && !digits_or_name.is_empty(),
             "{answer:?}"

@@ -1,11 +1,13 @@
 //! `focus passkey` and `focus niah`: retrieval of a number hidden in a long input, over
-//! a grid of lengths and depths, with a table, JSON and a heatmap.
+//! a grid of lengths and depths, with exact and lenient scores and their 95 % intervals in
+//! a table, JSON and a heatmap.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use focus_eval::retrieval::{Task, Trial, accuracy, trial};
+use focus_eval::reserved::held_out_match;
+use focus_eval::retrieval::{Cell, KeyRef, Rate, Split, Task, Trial, cells, trial};
 use serde::Serialize;
 
 use crate::common::Format;
@@ -27,13 +29,19 @@ pub struct Args {
     /// Depths of the hidden number in the haystack, from 0 (start) to 1 (end).
     #[arg(long, value_delimiter = ',', default_value = "0,0.5,1")]
     pub depths: Vec<f64>,
-    /// Trials per cell; trial i uses seed `--seed + i` for its number.
+    /// Trials per cell (length, depth and mode). The trials of a length are numbered depth
+    /// by depth, and trial t hides key t of the split: every mode and length reads the same
+    /// keys, and no two depths share one.
     #[arg(long, default_value_t = 1)]
     pub trials: u64,
-    /// First seed.
+    /// Which keys: `validation` (for choosing weights and settings, as often as one likes)
+    /// or `test` (disjoint from it; reported once per shipped weights file).
+    #[arg(long, default_value = "validation")]
+    pub split: Split,
+    /// Seed of the split's key stream.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Draw the accuracy heatmap (length × depth, one panel per mode) to this PNG file.
+    /// Draw the exact-score heatmap (length × depth, one panel per mode) to this PNG file.
     #[arg(long)]
     pub heatmap: Option<PathBuf>,
 }
@@ -43,27 +51,25 @@ pub struct Args {
 pub struct NiahArgs {
     #[command(flatten)]
     pub grid: Args,
-    /// Haystack: a text file or a folder of `.txt` files (joined in name order).
-    #[arg(long, default_value = ".assets/essays")]
+    /// Haystack: a text file or a folder of `.txt` files (joined in name order). The default
+    /// is held out: training refuses to read it. Another text is measured too, with a note
+    /// that it may be training text.
+    #[arg(long, default_value = ".assets/books/alice29.txt")]
     pub haystack: PathBuf,
-}
-
-#[derive(Serialize)]
-struct Cell {
-    mode: String,
-    length: usize,
-    depth: f64,
-    accuracy: f64,
-    trials: usize,
 }
 
 #[derive(Serialize)]
 struct Report<'a> {
     task: &'a str,
     model: String,
+    focus_weights: Option<String>,
     local_window: usize,
     chunk: usize,
-    accuracy: Vec<Cell>,
+    split: Split,
+    seed: u64,
+    /// For the needle: the held-out text its haystack is, if it is one.
+    haystack_held_out: Option<&'static str>,
+    cells: Vec<Cell>,
     skipped: Vec<String>,
     trials: Vec<Trial>,
 }
@@ -95,7 +101,7 @@ pub fn read_haystack(path: &Path) -> Result<String> {
 }
 
 pub fn run_passkey(args: Args, quiet: bool) -> Result<()> {
-    run(args, Task::Passkey, quiet)
+    run(args, Task::Passkey, None, quiet)
 }
 
 pub fn run_niah(args: NiahArgs, quiet: bool) -> Result<()> {
@@ -103,10 +109,18 @@ pub fn run_niah(args: NiahArgs, quiet: bool) -> Result<()> {
     if haystack.trim().is_empty() {
         bail!("the haystack {} is empty", args.haystack.display());
     }
-    run(args.grid, Task::Needle { haystack }, quiet)
+    let held_out = held_out_match(&haystack).map(|h| h.name);
+    if held_out.is_none() && !quiet {
+        eprintln!(
+            "note: the haystack {} is not a held-out text; if training read it, this measures \
+             retrieval from training text",
+            args.haystack.display()
+        );
+    }
+    run(args.grid, Task::Needle { haystack }, held_out, quiet)
 }
 
-fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
+fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> Result<()> {
     let lens = lengths(&args.lengths)?;
     for p in args.eval.json.iter().chain(&args.heatmap) {
         crate::common::check_writable(p)?;
@@ -136,14 +150,18 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
     let mut skipped = Vec::new();
     for &length in &lens {
         for &mode in &modes {
-            for &depth in &args.depths {
+            for (d, &depth) in args.depths.iter().enumerate() {
                 for i in 0..args.trials {
                     bar.set_message(format!(
                         "{} {} depth {depth}",
                         mode.name(),
                         short_len(length)
                     ));
-                    let seed = args.seed + i;
+                    let at = KeyRef {
+                        split: args.split,
+                        seed: args.seed,
+                        index: d as u64 * args.trials + i,
+                    };
                     let t = trial(
                         model,
                         &loaded.tokenizer,
@@ -151,7 +169,7 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
                         mode,
                         length,
                         depth,
-                        seed,
+                        at,
                         |_, _| {},
                     )?;
                     bar.inc(1);
@@ -159,7 +177,7 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
                         Some(t) => {
                             tracing::info!(
                                 mode = %t.mode, length, depth, key = t.key, output = %t.output,
-                                correct = t.correct, "trial"
+                                exact = t.exact, lenient = t.lenient, "trial"
                             );
                             trials.push(t);
                         }
@@ -175,22 +193,20 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    let cells: Vec<Cell> = accuracy(&trials)
-        .into_iter()
-        .map(|(mode, length, depth, accuracy, trials)| Cell {
-            mode,
-            length,
-            depth,
-            accuracy,
-            trials,
-        })
-        .collect();
     let report = Report {
         task: task.name(),
         model: args.model.model.display().to_string(),
+        focus_weights: args
+            .model
+            .focus_weights
+            .as_ref()
+            .map(|p| p.display().to_string()),
         local_window: cfg.local_window,
         chunk: cfg.chunk_len,
-        accuracy: cells,
+        split: args.split,
+        seed: args.seed,
+        haystack_held_out: held_out,
+        cells: cells(&trials),
         skipped,
         trials,
     };
@@ -199,14 +215,11 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
         write_atomic(path, json.as_bytes())?;
     }
     let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
-    let acc = |mode: &str, length: usize, depth: Option<f64>| -> Option<f64> {
-        let v: Vec<&Cell> = report
-            .accuracy
+    let cell = |mode: &str, length: usize, depth: Option<f64>| -> Option<&Cell> {
+        report
+            .cells
             .iter()
-            .filter(|c| c.mode == mode && c.length == length && depth.is_none_or(|d| c.depth == d))
-            .collect();
-        let n: usize = v.iter().map(|c| c.trials).sum();
-        (n > 0).then(|| v.iter().map(|c| c.accuracy * c.trials as f64).sum::<f64>() / n as f64)
+            .find(|c| c.mode == mode && c.length == length && c.depth == depth)
     };
     if let Some(path) = &args.heatmap {
         let panels: Vec<crate::plot::Panel> = names
@@ -215,15 +228,21 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
                 title: mode.to_string(),
                 values: lens
                     .iter()
-                    .map(|&l| args.depths.iter().map(|&d| acc(mode, l, Some(d))).collect())
+                    .map(|&l| {
+                        args.depths
+                            .iter()
+                            .map(|&d| cell(mode, l, Some(d)).map(|c| c.exact.value()))
+                            .collect()
+                    })
                     .collect(),
             })
             .collect();
         let cols: Vec<String> = lens.iter().map(|&l| short_len(l)).collect();
         let rows: Vec<String> = args.depths.iter().map(|d| format!("{d}")).collect();
         let title = format!(
-            "{} accuracy, W={} S={}",
+            "{} exact, {} split, W={} S={}",
             task.name(),
+            args.split.name(),
             cfg.local_window,
             cfg.chunk_len
         );
@@ -233,21 +252,54 @@ fn run(args: Args, task: Task, quiet: bool) -> Result<()> {
     match args.eval.format {
         Format::Json => writeln!(out, "{json}")?,
         Format::Text => {
-            write!(out, "| mode | length |")?;
+            writeln!(
+                out,
+                "{} split, seed {}: exact = the answer is the number and stops there; \
+                 lenient = the number begins the answer; 95 % Wilson intervals",
+                args.split.name(),
+                args.seed
+            )?;
+            write!(out, "| mode | length | trials | exact | lenient |")?;
             for d in &args.depths {
-                write!(out, " depth {d} |")?;
+                write!(out, " exact at {d} |")?;
             }
-            writeln!(out, " all |")?;
-            writeln!(out, "|---|---:|{}---:|", "---:|".repeat(args.depths.len()))?;
-            let fmt =
-                |v: Option<f64>| v.map_or("n/a".to_string(), |a| format!("{:.0}%", a * 100.0));
+            writeln!(out)?;
+            writeln!(
+                out,
+                "|---|---:|---:|---:|---:|{}",
+                "---:|".repeat(args.depths.len())
+            )?;
+            let rate = |r: &Rate| {
+                let (lo, hi) = r.wilson();
+                format!(
+                    "{}/{} ({:.0}–{:.0} %)",
+                    r.right,
+                    r.trials,
+                    lo * 100.0,
+                    hi * 100.0
+                )
+            };
             for &mode in &names {
                 for &l in &lens {
-                    write!(out, "| {mode} | {} |", short_len(l))?;
+                    let Some(all) = cell(mode, l, None) else {
+                        writeln!(out, "| {mode} | {} | 0 | n/a | n/a |", short_len(l))?;
+                        continue;
+                    };
+                    write!(
+                        out,
+                        "| {mode} | {} | {} | {} | {} |",
+                        short_len(l),
+                        all.exact.trials,
+                        rate(&all.exact),
+                        rate(&all.lenient)
+                    )?;
                     for &d in &args.depths {
-                        write!(out, " {} |", fmt(acc(mode, l, Some(d))))?;
+                        let v = cell(mode, l, Some(d)).map_or("n/a".into(), |c| {
+                            format!("{}/{}", c.exact.right, c.exact.trials)
+                        });
+                        write!(out, " {v} |")?;
                     }
-                    writeln!(out, " {} |", fmt(acc(mode, l, None)))?;
+                    writeln!(out)?;
                 }
             }
         }

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use focus_core::{FocusConfig, Reading};
-use focus_eval::retrieval::{Task, trial};
+use focus_eval::retrieval::{KeyRef, Split, Task, trial};
 use focus_model::{LlamaForCausalLM, Tokenizer};
-use focus_train::data::{pack, read_texts};
+use focus_train::data::{pack, pack_held_out, read_texts};
 use focus_train::synth::Haystack;
 use focus_train::{
     Data, Objective, Probe, RetrievalSource, RunDir, RunOptions, Schedule, TrainConfig, train,
@@ -94,8 +94,13 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     pub eval_sequences: usize,
     /// Passkey probe lengths at each evaluation (default: 2W and 4W; `none` for no probe).
+    /// The probe scores the exact rate on validation keys.
     #[arg(long, value_delimiter = ',')]
     pub probe_lengths: Vec<String>,
+    /// Passkey probe trials per length and depth (two depths, 0.25 and 0.75), each with a
+    /// key of its own.
+    #[arg(long, default_value_t = 1)]
+    pub probe_trials: u64,
     /// Save a checkpoint every this many steps (0: at the end only).
     #[arg(long, default_value_t = 50)]
     pub save_every: usize,
@@ -242,6 +247,9 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             args.local_window
         );
     }
+    if args.probe_trials == 0 {
+        bail!("--probe-trials must be positive");
+    }
     if args.out.exists() && !args.out.is_dir() {
         bail!("--out {} is a file, not a folder", args.out.display());
     }
@@ -250,6 +258,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         focus_train::checkpoint::check_checkpoint(&RunDir(args.out.clone()))?;
     }
     let texts = read_texts(&args.data)?;
+    // Held-out text among the data is refused before the model is read.
+    focus_train::data::check_training_texts(&texts)?;
     let held = if args.eval_data.is_empty() {
         Vec::new()
     } else {
@@ -272,7 +282,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         eval: if held.is_empty() {
             Vec::new()
         } else {
-            pack(tok, &held, args.min_len, args.max_len, args.seed ^ 1)?
+            pack_held_out(tok, &held, args.min_len, args.max_len, args.seed ^ 1)?
         },
         retrieval,
     };
@@ -287,6 +297,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         tokenizer: tok,
         lengths: probe_lengths,
         depths: vec![0.25, 0.75],
+        trials: args.probe_trials,
     });
     if !quiet {
         let tokens: usize = data.train.iter().map(Vec::len).sum();
@@ -367,12 +378,14 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
 }
 
 /// The probe `train` runs at each evaluation: greedy passkey retrieval with FocusLLM at a
-/// few lengths and two depths (one trial each, seeded by its place in the grid); the score
-/// is the fraction of keys read back whole.
+/// few lengths and two depths, on keys of the validation split (numbered as `focus
+/// passkey` numbers them); the score is the exact rate, the share of answers that are the number and
+/// stop there.
 struct PasskeyProbe<'a> {
     tokenizer: &'a Tokenizer,
     lengths: Vec<usize>,
     depths: Vec<f64>,
+    trials: u64,
 }
 
 impl Probe for PasskeyProbe<'_> {
@@ -383,20 +396,27 @@ impl Probe for PasskeyProbe<'_> {
     ) -> std::result::Result<Option<f64>, Box<dyn std::error::Error + Send + Sync>> {
         let (mut ok, mut total) = (0usize, 0usize);
         for &len in &self.lengths {
-            for (i, &depth) in self.depths.iter().enumerate() {
-                let t = trial(
-                    model,
-                    self.tokenizer,
-                    &Task::Passkey,
-                    Reading::Focus(focus),
-                    len,
-                    depth,
-                    i as u64,
-                    |_, _| {},
-                )?;
-                if let Some(t) = t {
-                    ok += usize::from(t.correct);
-                    total += 1;
+            for (d, &depth) in self.depths.iter().enumerate() {
+                for i in 0..self.trials {
+                    let at = KeyRef {
+                        split: Split::Validation,
+                        seed: 0,
+                        index: d as u64 * self.trials + i,
+                    };
+                    let t = trial(
+                        model,
+                        self.tokenizer,
+                        &Task::Passkey,
+                        Reading::Focus(focus),
+                        len,
+                        depth,
+                        at,
+                        |_, _| {},
+                    )?;
+                    if let Some(t) = t {
+                        ok += usize::from(t.exact);
+                        total += 1;
+                    }
                 }
             }
         }
