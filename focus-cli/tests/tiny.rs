@@ -158,21 +158,29 @@ fn passkey_and_niah_write_table_json_and_heatmap() {
     let dir = tempfile::tempdir().expect("tempdir");
     let png = dir.path().join("pk.png");
     let js = dir.path().join("pk.json");
-    let table = ok(&[
-        "-q",
-        "passkey",
-        "--model",
-        &tiny(),
-        "--local-window",
-        "128",
-        "--chunk",
-        "64",
+    let model = tiny();
+    // The grid both splits are run on (W = 128, S = 64, depths 0 and 1, two trials each).
+    let grid = |rest: &[&str]| -> String {
+        let mut args = vec![
+            "-q",
+            "passkey",
+            "--model",
+            &model,
+            "--local-window",
+            "128",
+            "--chunk",
+            "64",
+            "--depths",
+            "0,1",
+            "--trials",
+            "2",
+        ];
+        args.extend_from_slice(rest);
+        ok(&args)
+    };
+    let table = grid(&[
         "--lengths",
         "400,480",
-        "--depths",
-        "0,1",
-        "--trials",
-        "2",
         "--heatmap",
         png.to_str().expect("path"),
         "--json",
@@ -223,21 +231,9 @@ fn passkey_and_niah_write_table_json_and_heatmap() {
         assert!(lo <= r && r <= hi, "{c}");
     }
     // The test split draws other keys.
-    let test = json(&ok(&[
-        "-q",
-        "passkey",
-        "--model",
-        &tiny(),
-        "--local-window",
-        "128",
-        "--chunk",
-        "64",
+    let test = json(&grid(&[
         "--lengths",
         "400",
-        "--depths",
-        "0,1",
-        "--trials",
-        "2",
         "--modes",
         "truncated",
         "--split",
