@@ -47,7 +47,8 @@ pub struct Args {
     #[arg(long, default_value = "32k")]
     pub full_max: String,
     /// Runs per measurement. With more than one, the first run (which compiles kernels and
-    /// autotunes on GPU backends) is reported apart and the rest give the best time.
+    /// autotunes on GPU backends) is reported apart and the rest give the median time (and
+    /// the best, in the JSON).
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
     /// Chunk batch sizes to measure FocusLLM with, e.g. 1,64 to compare chunk-by-chunk
@@ -71,8 +72,13 @@ pub struct Row {
     pub phase: String,
     pub context: usize,
     pub tokens: usize,
-    /// Best time of the runs after the first (the only run when `runs` is 1).
+    /// Median time of the runs after the first (the only run when `runs` is 1; with an even
+    /// count, the upper of the two middle times).
     pub seconds: f64,
+    /// Best time of the same runs.
+    pub best_seconds: f64,
+    /// Every run's time, the first included.
+    pub run_seconds: Vec<f64>,
     pub tokens_per_s: f64,
     /// Time of the first run, which includes kernel compilation and autotuning on GPUs.
     pub first_seconds: f64,
@@ -348,12 +354,13 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         } else {
             len
         };
-        let seconds = times
-            .iter()
-            .skip(1)
-            .copied()
-            .reduce(f64::min)
-            .unwrap_or(times[0]);
+        let warm = if times.len() > 1 {
+            &times[1..]
+        } else {
+            &times[..]
+        };
+        let seconds = median(warm);
+        let best_seconds = warm.iter().copied().fold(f64::INFINITY, f64::min);
         let cache = if mode != "full" {
             model
                 .config()
@@ -368,6 +375,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             context: len,
             tokens,
             seconds,
+            best_seconds,
+            run_seconds: times.clone(),
             tokens_per_s: tokens as f64 / seconds,
             first_seconds: times[0],
             runs: args.repeat,
