@@ -110,11 +110,13 @@ fn reference(key: &str) -> Vec<f32> {
 }
 
 /// `generate --no-focus` reads exactly the tokenizer's ids (SmolLM2's tokenizer adds no BOS):
-/// its first logits and greedy tokens are those of transformers on the same file. Observed:
-/// top logit 17.37126 against transformers' 17.37126 (id 7042, " Paris"; difference under 1e-5); with a BOS put in
-/// front it was 15.414 and the continuation differed.
+/// its first logits and greedy tokens are those of transformers on the same file. So does
+/// the default FocusLLM reading of an input that fits its window (no memory, nothing
+/// prepended). Observed: top logit 17.37126 against transformers' 17.37126 (id 7042,
+/// " Paris"; difference under 1e-5) both ways; with a BOS put in front it was 15.414 and the
+/// continuation differed.
 #[test]
-fn full_attention_reads_the_tokenizer_ids() {
+fn a_short_input_is_read_as_the_tokenizer_gave_it() {
     let Some(model) = smollm2() else { return };
     let logits = reference("logits.0");
     let greedy = reference("greedy.0");
@@ -123,35 +125,38 @@ fn full_attention_reads_the_tokenizer_ids() {
         .enumerate()
         .fold((0, f32::MIN), |a, (i, &x)| if x > a.1 { (i, x) } else { a });
     let n = greedy.len().min(8);
-    let v = json(&ok(&[
-        "-q",
-        "generate",
-        "--model",
-        model.to_str().expect("path"),
-        "--no-focus",
-        "--prompt",
-        "The capital of France is",
-        "--max-new-tokens",
-        &n.to_string(),
-        "--format",
-        "json",
-    ]));
-    assert_eq!(v["plan"]["input_tokens"], 5, "{v}");
-    let first = &v["top_logits"][0];
-    assert_eq!(first[0], best as u64, "{v}");
-    let got = first[1].as_f64().expect("logit") as f32;
-    // 30 layers in f32 against PyTorch's summation order: observed 5.1e-5 at most on these
-    // logits (parity_smollm2); the BOS this test guards against moves the top logit by 2.
-    assert!(
-        (got - top).abs() < 5e-4,
-        "top logit {got}, transformers {top}"
-    );
-    let ids: Vec<u32> = v["generated_ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect();
     let want: Vec<u32> = greedy[..n].iter().map(|&x| x as u32).collect();
-    assert_eq!(ids, want);
+    for reading in [&["--no-focus"][..], &[]] {
+        let mut args = vec![
+            "-q",
+            "generate",
+            "--model",
+            model.to_str().expect("path"),
+            "--prompt",
+            "The capital of France is",
+        ];
+        args.extend_from_slice(reading);
+        let n = n.to_string();
+        args.extend(["--max-new-tokens", &n, "--format", "json"]);
+        let v = json(&ok(&args));
+        assert_eq!(v["plan"]["input_tokens"], 5, "{v}");
+        assert_eq!(v["plan"]["chunks"], 0, "{v}");
+        let first = &v["top_logits"][0];
+        assert_eq!(first[0], best as u64, "{reading:?} {v}");
+        let got = first[1].as_f64().expect("logit") as f32;
+        // 30 layers in f32 against PyTorch's summation order: observed 5.1e-5 at most on
+        // these logits (parity_smollm2); the BOS this test guards against moves the top
+        // logit by 2.
+        assert!(
+            (got - top).abs() < 5e-4,
+            "{reading:?}: top logit {got}, transformers {top}"
+        );
+        let ids: Vec<u32> = v["generated_ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|x| x.as_u64().expect("id") as u32)
+            .collect();
+        assert_eq!(ids, want, "{reading:?}");
+    }
 }

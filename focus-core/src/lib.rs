@@ -15,13 +15,15 @@
 pub mod config;
 pub mod error;
 pub mod memory;
+pub mod plan;
 pub mod reading;
 pub mod sample;
 pub mod session;
 
-pub use config::{Decode, FocusConfig, Plan};
+pub use config::{Decode, FocusConfig};
 pub use error::{Error, Result};
 pub use memory::ChunkMemory;
+pub use plan::{Plan, window_input};
 pub use reading::Reading;
 pub use sample::Sampler;
 pub use session::{CondensingModel, Session};

@@ -4,14 +4,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::FocusConfig;
+use crate::plan::window_input;
 
 /// How the model sees an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reading {
-    /// FocusLLM: memory chunks decoded in parallel, then the local window.
+    /// FocusLLM: memory chunks decoded in parallel, then the local window. An input that
+    /// fits the window has no memory and is read as the plain model reads it.
     Focus(FocusConfig),
-    /// The truncated-context baseline: BOS and the last `window` tokens only (FocusLLM's
-    /// local pass without candidates).
+    /// The truncated-context baseline: the last `window` tokens only, after BOS when
+    /// anything was cut (FocusLLM's local pass without candidates).
     Truncated(usize),
     /// The plain decoder with full attention over the input exactly as tokenized (nothing
     /// prepended); only up to the model's context length.
@@ -28,22 +30,48 @@ impl Reading {
         }
     }
 
-    /// Whether an input of `len` tokens followed by `extra` more fits a model of
-    /// `max_positions` positions when read this way (the truncated window's BOS included).
-    pub fn fits(&self, max_positions: usize, len: usize, extra: usize) -> bool {
-        match self {
-            Self::Focus(_) => true,
-            Self::Truncated(w) => (*w).min(len) + 1 + extra <= max_positions,
-            Self::Full => len + extra <= max_positions,
+    /// Whether an input of `len` tokens is read with a memory.
+    pub fn uses_memory(&self, len: usize) -> bool {
+        matches!(self, Self::Focus(cfg) if cfg.num_chunks(len) > 0)
+    }
+
+    /// The positions one pass of the model needs to read an input of `len` tokens and then
+    /// `new` generated ones: for FocusLLM with memory, the larger of the local pass (a
+    /// candidate per chunk, BOS, the window and the new tokens) and the longest chunk's pass
+    /// (the chunk, the separator, the dynamic prompt and the new tokens); for the truncated window, BOS
+    /// when something was cut, the window and the new tokens; for full attention, all of
+    /// them.
+    pub fn positions(&self, len: usize, new: usize) -> usize {
+        match *self {
+            Self::Focus(cfg) if self.uses_memory(len) => {
+                let local = cfg.num_chunks(len) + 1 + cfg.local_window + new;
+                let longest = cfg.chunk_len.min(len - cfg.local_window);
+                let chunk = longest + 1 + cfg.prompt_len() + new;
+                local.max(chunk)
+            }
+            Self::Focus(_) | Self::Full => len + new,
+            Self::Truncated(w) => usize::from(len > w) + len.min(w) + new,
         }
     }
 
-    /// The part of `ids` a baseline reads (`None` for FocusLLM, which reads all of it).
-    pub fn kept<'a>(&self, ids: &'a [u32]) -> Option<&'a [u32]> {
+    /// Whether an input of `len` tokens followed by `extra` more fits a model of
+    /// `max_positions` positions when read this way.
+    pub fn fits(&self, max_positions: usize, len: usize, extra: usize) -> bool {
+        self.positions(len, extra) <= max_positions
+    }
+
+    /// The ids of the single plain pass that reads `ids` this way, or `None` when FocusLLM
+    /// reads them with a memory: full attention and an input without memory read the ids
+    /// as given, the truncated baseline the last `window` of them after BOS when it cut
+    /// something ([`window_input`]).
+    pub fn plain_input(&self, ids: &[u32], bos: u32) -> Option<Vec<u32>> {
         match *self {
-            Self::Focus(_) => None,
-            Self::Truncated(w) => Some(&ids[ids.len().saturating_sub(w)..]),
-            Self::Full => Some(ids),
+            Self::Focus(_) if self.uses_memory(ids.len()) => None,
+            Self::Focus(_) | Self::Full => Some(ids.to_vec()),
+            Self::Truncated(w) => {
+                let cut = ids.len().saturating_sub(w);
+                Some(window_input(&ids[cut..], cut > 0, bos))
+            }
         }
     }
 }

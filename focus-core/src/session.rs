@@ -1,9 +1,10 @@
 //! The generation state machine: prefill (for FocusLLM: chunks in batches, then the local
 //! pass), then one step per generated token; and the one generation loop on top of it.
 
-use crate::config::{Decode, FocusConfig, Plan};
+use crate::config::{Decode, FocusConfig};
 use crate::error::{Error, Result};
 use crate::memory::ChunkMemory;
+use crate::plan::Plan;
 use crate::reading::Reading;
 use crate::sample::Sampler;
 
@@ -115,9 +116,10 @@ impl<M: CondensingModel> std::fmt::Debug for Session<'_, M> {
 
 impl<'m, M: CondensingModel> Session<'m, M> {
     /// Reads `ids` as `reading` says and returns the session and the next-token logits.
-    /// Full attention reads exactly `ids`, as the tokenizer gave them (BOS only where the
-    /// tokenizer adds one). The truncated baseline is FocusLLM's local pass without memory:
-    /// BOS and the last `window` tokens (BOS is not repeated when they start with it).
+    /// Full attention, and FocusLLM on an input that fits its window, read exactly `ids`,
+    /// as the tokenizer gave them (BOS only where the tokenizer adds one). The truncated
+    /// baseline is FocusLLM's local pass without memory: the last `window` tokens, after BOS
+    /// when it cut something ([`Reading::plain_input`]).
     ///
     /// `progress` is called after each chunk batch with (chunks done, total).
     pub fn read(
@@ -140,21 +142,15 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         memory: &mut ChunkMemory<M::ChunkKv>,
         progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
-        let kept = match (reading, reading.kept(ids)) {
-            (Reading::Focus(cfg), _) => {
-                return Self::prefill_with_memory(model, &cfg, bos, ids, memory, progress);
-            }
-            (_, Some(kept)) => kept,
-            (_, None) => unreachable!("a baseline keeps part of the input"),
+        let Some(input) = reading.plain_input(ids, bos) else {
+            let Reading::Focus(cfg) = reading else {
+                unreachable!("only FocusLLM reads with a memory")
+            };
+            return Self::prefill_with_memory(model, &cfg, bos, ids, memory, progress);
         };
-        let last = *kept
+        let last = *ids
             .last()
             .ok_or_else(|| Error::Input("empty input".into()))?;
-        let mut input = Vec::with_capacity(kept.len() + 1);
-        if matches!(reading, Reading::Truncated(_)) && kept[0] != bos {
-            input.push(bos);
-        }
-        input.extend_from_slice(kept);
         let (logits, cache) = model.prefill(&input);
         let s = Self {
             model,

@@ -25,6 +25,14 @@ struct Fake {
     chunk_tokens: RefCell<Vec<usize>>,
     /// Steps that kept the local window (`local_step`).
     cached_steps: std::cell::Cell<usize>,
+    /// One past the largest position any call computed.
+    end: std::cell::Cell<usize>,
+}
+
+impl Fake {
+    fn saw(&self, end: usize) {
+        self.end.set(self.end.get().max(end));
+    }
 }
 
 impl CondensingModel for Fake {
@@ -42,6 +50,7 @@ impl CondensingModel for Fake {
             chunks.iter().all(|c| c.len() == n),
             "a batch holds equal lengths"
         );
+        self.saw(n);
         chunks
             .iter()
             .map(|c| c.iter().copied().zip(0..).collect())
@@ -68,6 +77,7 @@ impl CondensingModel for Fake {
             .iter()
             .map(|c| (prompt[m - 1], n + m - 1, c[0].0))
             .collect();
+        self.saw(n + m);
         (cache, cands)
     }
 
@@ -77,6 +87,7 @@ impl CondensingModel for Fake {
             .map(|row| {
                 let p = row.len();
                 row.push((prev, p));
+                self.saw(p + 2);
                 (next, p + 1, row[0].0)
             })
             .collect()
@@ -85,6 +96,7 @@ impl CondensingModel for Fake {
     fn local_pass(&self, candidates: &[&Self::Candidates], ids: &[u32]) -> (usize, Self::Cache) {
         let all: Vec<_> = candidates.iter().flat_map(|c| c.iter().copied()).collect();
         let c = all.len();
+        self.saw(c + ids.len());
         self.local_calls.borrow_mut().push((all, ids.to_vec()));
         (ids.len(), vec![ids.iter().copied().zip(c..).collect()])
     }
@@ -99,6 +111,7 @@ impl CondensingModel for Fake {
         let all: Vec<_> = candidates.iter().flat_map(|c| c.iter().copied()).collect();
         let p = all.len() + cache[0].len();
         cache[0].push((token, p));
+        self.saw(p + 1);
         let ids = cache[0].iter().map(|&(t, _)| t).collect();
         self.local_calls.borrow_mut().push((all, ids));
         self.cached_steps.set(self.cached_steps.get() + 1);
@@ -106,12 +119,14 @@ impl CondensingModel for Fake {
     }
 
     fn prefill(&self, ids: &[u32]) -> (usize, Self::Cache) {
+        self.saw(ids.len());
         (ids.len(), vec![ids.iter().copied().zip(0..).collect()])
     }
 
     fn step(&self, cache: &mut Self::Cache, token: u32) -> usize {
         let p = cache[0].len();
         cache[0].push((token, p));
+        self.saw(p + 1);
         p + 1
     }
 
@@ -366,5 +381,54 @@ fn baselines_read_the_kept_tokens_with_the_plain_decoder() {
     .unwrap();
     assert!(s.uses_memory() && s.plan().is_some_and(|p| p.num_chunks() == 5));
     assert!(Reading::Truncated(30).fits(32, 100, 1) && !Reading::Full.fits(32, 100, 1));
-    assert!(Reading::Full.fits(100, 99, 1) && !Reading::Truncated(100).fits(100, 100, 0));
+    // A window that is the whole input is read as given; one that cuts adds BOS.
+    assert!(Reading::Full.fits(100, 99, 1) && Reading::Truncated(100).fits(100, 100, 0));
+    assert!(!Reading::Truncated(100).fits(100, 101, 0));
+}
+
+/// Every reading's positions, as it reports them, against the largest position the model
+/// is asked to compute (one past it), and FocusLLM's cached positions against the rows its
+/// chunk caches hold. Inputs without a leading BOS, so that the BOS rule shows.
+#[test]
+fn readings_report_the_positions_the_model_sees() {
+    let plain = |len: usize| -> Vec<u32> { (1..=len as u32).collect() };
+    let focus = |w, s, cap| {
+        Reading::Focus(FocusConfig {
+            prompt_cap: cap,
+            ..FocusConfig::new(w, s)
+        })
+    };
+    for (reading, len) in [
+        (focus(30, 16, 512), 100),
+        (focus(30, 7, 512), 100),
+        (focus(30, 16, 4), 100),
+        (focus(30, 40, 512), 31),
+        (focus(200, 16, 512), 100),
+        (Reading::Truncated(30), 100),
+        (Reading::Truncated(30), 20),
+        (Reading::Full, 100),
+    ] {
+        for new in [0, 3] {
+            let fake = Fake::default();
+            let ids = plain(len);
+            let (mut s, _) = Session::read(&fake, reading, BOS, &ids, |_, _| {}).unwrap();
+            for t in 0..new {
+                s.step(7 + t as u32);
+            }
+            let what = format!("{reading:?}, {len} tokens, {new} new");
+            assert_eq!(fake.end.get(), reading.positions(len, new), "{what}");
+            assert_eq!(s.uses_memory(), reading.uses_memory(len), "{what}");
+            if let Reading::Focus(cfg) = reading
+                && new == 0
+            {
+                let rows: usize = s
+                    .chunk_caches()
+                    .iter()
+                    .flat_map(|c| c.iter())
+                    .map(Vec::len)
+                    .sum();
+                assert_eq!(rows, cfg.cached_positions(len), "{what}");
+            }
+        }
+    }
 }

@@ -58,9 +58,9 @@ pub fn generate(
 /// Negative log-likelihood (nats) of each of `targets` following `context`, teacher-forced.
 ///
 /// FocusLLM scores the first target from the prefill logits and every further one
-/// through a decode step (spec §5.1). The baselines run one forward pass over
-/// `[BOS] ‖ kept context ‖ targets[..n-1]` and score the last `n` rows, which is the same
-/// computation without a cache.
+/// through a decode step (spec §5.1). A reading without memory runs one forward pass over
+/// its input ([`Reading::plain_input`]) followed by `targets[..n-1]` and scores the last `n`
+/// rows, which is the same computation without a cache.
 pub fn nll(
     model: &LlamaForCausalLM,
     reading: Reading,
@@ -71,25 +71,15 @@ pub fn nll(
     check_ids(model, context)?;
     check_ids(model, targets)?;
     let bos = model.config().bos_token_id;
-    let input = match reading {
-        Reading::Focus(cfg) if context.len() > cfg.local_window => {
-            let (mut session, logits) = Session::read(model, reading, bos, context, &mut progress)?;
-            let mut out = vec![token_nll(&model.logits_row(logits), targets[0])];
-            for (i, w) in targets.windows(2).enumerate() {
-                out.push(token_nll(&model.logits_row(session.step(w[0])), w[1]));
-                progress(i + 2, targets.len());
-            }
-            return Ok(out);
+    let Some(mut ids) = reading.plain_input(context, bos) else {
+        let (mut session, logits) = Session::read(model, reading, bos, context, &mut progress)?;
+        let mut out = vec![token_nll(&model.logits_row(logits), targets[0])];
+        for (i, w) in targets.windows(2).enumerate() {
+            out.push(token_nll(&model.logits_row(session.step(w[0])), w[1]));
+            progress(i + 2, targets.len());
         }
-        _ => reading.kept(context).unwrap_or(context),
+        return Ok(out);
     };
-    // The truncated window is FocusLLM's local pass (BOS first); full attention reads the
-    // context as given.
-    let mut ids = Vec::with_capacity(input.len() + targets.len() + 1);
-    if matches!(reading, Reading::Truncated(_)) && input[0] != bos {
-        ids.push(bos);
-    }
-    ids.extend_from_slice(input);
     ids.extend_from_slice(&targets[..targets.len() - 1]);
     let max = model.config().max_position_embeddings;
     if ids.len() > max {

@@ -378,9 +378,7 @@ impl LlamaConfig {
         len: usize,
         bytes_per_value: usize,
     ) -> usize {
-        let memory = len.saturating_sub(focus.local_window);
-        let chunks = memory.div_ceil(focus.chunk_len);
-        (memory + chunks * focus.prompt_len()) * self.kv_bytes_per_position(bytes_per_value)
+        focus.cached_positions(len) * self.kv_bytes_per_position(bytes_per_value)
     }
 
     /// Repetition factor of the key/value heads (grouped-query attention).

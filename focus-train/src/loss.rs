@@ -17,7 +17,7 @@
 //! candidate projections, in every layer) and the local passes.
 
 use burn::prelude::*;
-use focus_core::{ChunkMemory, CondensingModel, FocusConfig, Plan};
+use focus_core::{ChunkMemory, CondensingModel, FocusConfig, Plan, window_input};
 use focus_model::model::ids_tensor;
 use focus_model::{Candidates, LayerKv, LlamaForCausalLM, Rows};
 
@@ -55,8 +55,9 @@ pub struct ChunkKvCache {
     full: Option<FullReading>,
 }
 
-/// The frozen model's last hidden rows over `[BOS] ‖ x[offset..]` (BOS not doubled when
-/// `x[offset]` is BOS: `lead` is 0) for document `x`, as far as it was read.
+/// The frozen model's last hidden rows over `x[offset..]` for document `x`, as far as it
+/// was read, after BOS when the reading starts inside the document
+/// ([`focus_core::window_input`]; `lead` is 1 then, else 0).
 #[derive(Debug)]
 struct FullReading {
     doc: Vec<u32>,
@@ -90,8 +91,9 @@ impl ChunkKvCache {
     }
 
     /// The frozen model's full-attention log-probabilities (`[rows.len(), vocab]`) of the
-    /// tokens after `x[i]` for each `i` in `rows`: it reads BOS (not doubled) and the last
-    /// `max_position_embeddings − 1` tokens of the document `x` (all of it when shorter;
+    /// tokens after `x[i]` for each `i` in `rows`: it reads the last
+    /// `max_position_embeddings − 1` tokens of the document `x`, after BOS when that cuts
+    /// the document's start (all of it, as given, when shorter;
     /// those ending at `rows.end` when the rows lie before them). One pass per document,
     /// kept for its other examples; also the rows it read, when it was made.
     fn full_logp(
@@ -114,12 +116,8 @@ impl ChunkKvCache {
             }
             let offset = stop.saturating_sub(context);
             let bos = frozen.config().bos_token_id;
-            let lead = usize::from(x[offset] != bos);
-            let mut ids = Vec::with_capacity(stop - offset + lead);
-            if lead == 1 {
-                ids.push(bos);
-            }
-            ids.extend_from_slice(&x[offset..stop]);
+            let ids = window_input(&x[offset..stop], offset > 0, bos);
+            let lead = ids.len() - (stop - offset);
             read = ids.len();
             let f = frozen.forward(ids_tensor(&ids, &frozen.device()), 0, None, Rows::Plain);
             let [_, n, d] = f.hidden.dims();

@@ -86,19 +86,23 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     } else {
         args.input.ids(&loaded)?
     };
-    if args.no_focus && ids.len() + args.max_new_tokens > cfg.max_position_embeddings {
-        anyhow::bail!(
-            "{} input tokens plus {} new ones exceed the model's context ({} positions); drop --no-focus to use FocusLLM memory",
-            ids.len(),
-            args.max_new_tokens,
-            cfg.max_position_embeddings
-        );
-    }
     let reading = if args.no_focus {
         Reading::Full
     } else {
         Reading::Focus(args.focus.config(cfg)?)
     };
+    if !reading.fits(cfg.max_position_embeddings, ids.len(), args.max_new_tokens) {
+        anyhow::bail!(
+            "{} input tokens plus {} new ones exceed the model's context ({} positions){}",
+            ids.len(),
+            args.max_new_tokens,
+            cfg.max_position_embeddings,
+            match reading {
+                Reading::Full => "; drop --no-focus to use FocusLLM memory",
+                _ => " with this local window",
+            }
+        );
+    }
     let focus_cfg = match &reading {
         Reading::Focus(c) => Some(c),
         _ => None,

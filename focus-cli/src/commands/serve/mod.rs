@@ -228,19 +228,15 @@ impl AppState {
         if let Some(d) = c.focus.as_ref().and_then(|e| e.decoding) {
             cfg.decode = d;
         }
-        // The local pass holds the candidates (one per chunk), BOS, the window and every
-        // generated token, at consecutive positions.
-        let chunks = ids
-            .len()
-            .saturating_sub(cfg.local_window)
-            .div_ceil(cfg.chunk_len);
-        let positions = chunks + 1 + ids.len().min(cfg.local_window) + max_tokens;
+        let reading = Reading::Focus(cfg);
+        let positions = reading.positions(ids.len(), max_tokens);
         let max_pos = self.config.max_position_embeddings;
         if positions > max_pos {
             return Err(ApiError::bad_request(
                 format!(
-                    "{chunks} candidates, the local window and max_tokens {max_tokens} need \
-                     {positions} positions, more than the model's {max_pos}"
+                    "{} candidates, the local window and max_tokens {max_tokens} need \
+                     {positions} positions, more than the model's {max_pos}",
+                    cfg.num_chunks(ids.len())
                 ),
                 Some("max_tokens"),
             ));
@@ -256,7 +252,7 @@ impl AppState {
         Ok(Prepared {
             ids,
             max_tokens,
-            reading: Reading::Focus(cfg),
+            reading,
         })
     }
 
