@@ -2,6 +2,7 @@
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
+// Used only by the GPU backends' arms, which a CPU-only build leaves out.
 #[allow(unused_imports)]
 use burn::tensor::DeviceKind;
 use burn::tensor::FloatDType;

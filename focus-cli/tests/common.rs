@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests.
 
+// Each test file includes this module and uses only part of it.
 #![allow(dead_code)]
 
 use std::path::PathBuf;

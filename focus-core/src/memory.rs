@@ -92,11 +92,6 @@ impl<K: Clone> ChunkMemory<K> {
         self.bytes
     }
 
-    /// The byte budget.
-    pub fn budget(&self) -> usize {
-        self.budget
-    }
-
     /// Number of chunks held.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -300,11 +300,6 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         }
     }
 
-    /// How the input is read.
-    pub fn reading(&self) -> Reading {
-        self.reading
-    }
-
     /// How FocusLLM split the input (`None` for the baselines).
     pub fn plan(&self) -> Option<&Plan> {
         self.plan.as_ref()

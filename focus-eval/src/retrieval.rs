@@ -295,6 +295,7 @@ pub struct KeyRef {
 
 /// Runs one trial of `task` under `mode`. Returns `None` when the prompt does not fit
 /// the mode (full attention beyond the model's context).
+// Each argument is one setting of the trial; a struct for one caller would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn trial(
     model: &LlamaForCausalLM,

@@ -58,11 +58,6 @@ impl ChatTemplate {
         }
     }
 
-    /// The Jinja source.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
     /// The template stored in a GGUF file, if any.
     pub fn from_gguf(g: &GgufFile) -> Result<Option<Self>> {
         let Some(source) = g

@@ -380,11 +380,6 @@ impl LlamaConfig {
     ) -> usize {
         focus.cached_positions(len) * self.kv_bytes_per_position(bytes_per_value)
     }
-
-    /// Repetition factor of the key/value heads (grouped-query attention).
-    pub fn kv_groups(&self) -> usize {
-        self.num_attention_heads / self.num_key_value_heads
-    }
 }
 
 #[cfg(test)]

@@ -48,17 +48,6 @@ impl Rope {
             Tensor::from_data(TensorData::new(sin, shape), device),
         )
     }
-
-    /// Rotates `x` as if its rows sat at positions `start..start + T`.
-    ///
-    /// # Shapes
-    /// - x: `[batch, heads, T, head_dim]`
-    /// - output: same as `x`
-    pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
-        let [_, _, t, _] = x.dims();
-        let (cos, sin) = self.tables(start, t, &x.device());
-        apply_tables(x, &cos, &sin)
-    }
 }
 
 /// `x * cos + rotate_half(x) * sin` with precomputed `[T, head_dim]` tables.

@@ -175,11 +175,6 @@ impl Tokenizer {
         &self.eos
     }
 
-    /// Number of tokens, added ones included.
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
-
     /// Writes the tokenizer as an HF `tokenizer.json`.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.inner.save(path, false).map_err(tok_err)

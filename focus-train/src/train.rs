@@ -218,6 +218,7 @@ fn rank_words(rank: Option<usize>) -> String {
 
 /// Trains the candidate projections of `base` (a model on a plain device) and returns
 /// the trained model (plain device). `on_line` sees every log line as it is written.
+// The model, settings, data, run folder, options, probe and callbacks are each needed.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     base: LlamaForCausalLM,
