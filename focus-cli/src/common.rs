@@ -8,6 +8,8 @@ use focus_core::{Decode, FocusConfig};
 use focus_model::{LlamaConfig, Loaded, Message, load};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::device::Dtype;
+
 /// Model and device options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -24,9 +26,9 @@ pub struct ModelArgs {
     /// this binary are available.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Float type of the computation: f32, f16, bf16 (their accuracy: docs/backends.md).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// Float type of the computation (their accuracy: docs/backends.md).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
 }
 
 /// FocusLLM settings.
@@ -48,7 +50,7 @@ pub struct FocusArgs {
     /// The token between each chunk and its dynamic prompt: `bos` (the reference's
     /// choice), `eos` (the model's first end-of-sequence token) or a token id.
     #[arg(long, default_value = "bos")]
-    pub separator: String,
+    pub separator: Separator,
     /// How tokens are decoded after the prefill: `exact` (the method: the local window is computed again
     /// at every token) or `cached-window` (approximate and faster: the window's keys and
     /// values are kept from the prefill; docs/serving.md has its measured cost).
@@ -72,22 +74,47 @@ impl From<DecodeArg> for Decode {
     }
 }
 
-/// Resolves a separator name (`bos`, `eos` or a token id) for `model`; `None` is BOS.
-pub fn separator(name: &str, model: &LlamaConfig) -> Result<Option<u32>> {
-    match name.trim() {
-        "bos" => Ok(None),
-        "eos" => match model.eos_token_ids.first() {
-            Some(&id) => Ok(Some(id)),
-            None => bail!("--separator eos: the model names no end-of-sequence token"),
-        },
-        other => match other.parse::<u32>() {
-            Ok(id) if (id as usize) < model.vocab_size => Ok(Some(id)),
-            Ok(id) => bail!(
+/// `--separator`: the token between each chunk and its dynamic prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Separator {
+    /// The model's BOS, as the reference.
+    Bos,
+    /// The model's first end-of-sequence token.
+    Eos,
+    /// A token id.
+    Id(u32),
+}
+
+impl std::str::FromStr for Separator {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "bos" => Ok(Self::Bos),
+            "eos" => Ok(Self::Eos),
+            other => other
+                .parse()
+                .map(Self::Id)
+                .map_err(|_| format!("{other:?} is not bos, eos or a token id")),
+        }
+    }
+}
+
+impl Separator {
+    /// The token for `model` (`None` is BOS).
+    pub fn resolve(self, model: &LlamaConfig) -> Result<Option<u32>> {
+        match self {
+            Self::Bos => Ok(None),
+            Self::Eos => match model.eos_token_ids.first() {
+                Some(&id) => Ok(Some(id)),
+                None => bail!("--separator eos: the model names no end-of-sequence token"),
+            },
+            Self::Id(id) if (id as usize) < model.vocab_size => Ok(Some(id)),
+            Self::Id(id) => bail!(
                 "--separator {id} is outside the vocabulary ({} tokens)",
                 model.vocab_size
             ),
-            Err(_) => bail!("--separator {other:?} is not bos, eos or a token id"),
-        },
+        }
     }
 }
 
@@ -95,17 +122,13 @@ impl FocusArgs {
     /// Checked settings for `model`.
     pub fn config(&self, model: &LlamaConfig) -> Result<FocusConfig> {
         let mut cfg = self.shape(model.max_position_embeddings)?;
-        cfg.separator = separator(&self.separator, model)?;
+        cfg.separator = self.separator.resolve(model)?;
         Ok(cfg)
     }
 
     /// The settings checked against a context of `max_pos` positions, before a model is
-    /// loaded (the separator is only checked for its form and left at BOS).
+    /// loaded (the separator left at BOS: its token depends on the model).
     pub fn shape(&self, max_pos: usize) -> Result<FocusConfig> {
-        let s = self.separator.trim();
-        if !(s == "bos" || s == "eos" || s.parse::<u32>().is_ok()) {
-            bail!("--separator {s:?} is not bos, eos or a token id");
-        }
         let local_window = self.local_window.unwrap_or(2048.min(max_pos / 4).max(1));
         let cfg = FocusConfig {
             local_window,
@@ -135,7 +158,7 @@ impl FocusArgs {
 /// Builds the device and loads the model (with candidate projections when `focus`).
 pub fn load_model(args: &ModelArgs, focus: bool) -> Result<(Loaded, Device)> {
     let mut device = crate::device::parse(&args.device)?;
-    crate::device::set_dtype(&mut device, &args.dtype)?;
+    crate::device::set_dtype(&mut device, args.dtype)?;
     if !args.model.exists() {
         bail!(
             "model {} not found (run scripts/fetch-assets.sh for the default model)",
@@ -356,16 +379,24 @@ pub fn progress_bar(hidden: bool, unit: &str) -> ProgressBar {
     bar
 }
 
-/// Parses `512`, `2k`, `128K`.
-pub fn parse_len(s: &str) -> Result<usize> {
+/// Parses a token count: `512`, `2k`, `128K` (the arguments' value parser).
+pub fn parse_len(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let (num, mul) = match t.strip_suffix(['k', 'K']) {
         Some(n) => (n, 1024),
         None => (t, 1),
     };
-    match num.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n * mul),
-        _ => bail!("bad length {s:?} (use e.g. 512, 2k, 128k)"),
+    match num.parse::<usize>().ok().and_then(|n| n.checked_mul(mul)) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(format!("bad length {s:?} (use e.g. 512, 2k, 128k)")),
+    }
+}
+
+/// A token count as [`parse_len`] reads it, or `none`.
+pub fn parse_len_or_none(s: &str) -> Result<Option<usize>, String> {
+    match s.trim() {
+        "none" => Ok(None),
+        _ => parse_len(s).map(Some),
     }
 }
 

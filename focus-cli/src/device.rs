@@ -125,14 +125,41 @@ fn default_name() -> &'static str {
     }
 }
 
-/// Sets the float type of a device (`f32`, `f16`, `bf16`), checking support.
-pub fn set_dtype(device: &mut Device, dtype: &str) -> Result<()> {
+/// `--dtype`: the float type of the computation.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Dtype {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes per number.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+}
+
+/// Sets the float type of a device, checking support.
+pub fn set_dtype(device: &mut Device, dtype: Dtype) -> Result<()> {
     let (ft, dt) = match dtype {
-        "f32" => return Ok(()),
-        "f16" => (FloatDType::F16, burn::tensor::DType::F16),
-        "bf16" => (FloatDType::BF16, burn::tensor::DType::BF16),
-        other => bail!("unknown dtype {other:?} (f32, f16, bf16)"),
+        Dtype::F32 => return Ok(()),
+        Dtype::F16 => (FloatDType::F16, burn::tensor::DType::F16),
+        Dtype::Bf16 => (FloatDType::BF16, burn::tensor::DType::BF16),
     };
+    let dtype = dtype.name();
     if !device.supports_dtype(dt) {
         bail!("this device does not support {dtype}");
     }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
 use focus_core::{FocusConfig, Reading};
 
 /// Which ways of reading the input to compare, and where results go.
@@ -11,8 +10,13 @@ pub struct EvalArgs {
     /// What to compare: `focus` (FocusLLM memory), `truncated` (the local window only)
     /// and `full` (plain full attention; skipped where the input exceeds the model's
     /// context).
-    #[arg(long, value_delimiter = ',', default_value = "focus,truncated,full")]
-    pub modes: Vec<String>,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "focus,truncated,full"
+    )]
+    pub modes: Vec<Mode>,
     /// `text` prints a table; `json` prints one JSON object instead.
     #[arg(long, value_enum, default_value = "text")]
     pub format: crate::common::Format,
@@ -21,38 +25,30 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
+/// `--modes`: one way of reading the input.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Focus,
+    Truncated,
+    Full,
+}
+
 impl EvalArgs {
-    /// The modes, checked, for FocusLLM settings `cfg`.
-    pub fn modes(&self, cfg: &FocusConfig) -> Result<Vec<Reading>> {
+    /// The modes, each once, in the order given, for FocusLLM settings `cfg`.
+    pub fn modes(&self, cfg: &FocusConfig) -> Vec<Reading> {
         let mut out = Vec::new();
         for m in &self.modes {
-            let mode = match m.trim() {
-                "focus" => Reading::Focus(*cfg),
-                "truncated" => Reading::Truncated(cfg.local_window),
-                "full" => Reading::Full,
-                other => bail!("unknown mode {other:?} (focus, truncated, full)"),
+            let mode = match m {
+                Mode::Focus => Reading::Focus(*cfg),
+                Mode::Truncated => Reading::Truncated(cfg.local_window),
+                Mode::Full => Reading::Full,
             };
             if !out.contains(&mode) {
                 out.push(mode);
             }
         }
-        if out.is_empty() {
-            bail!("--modes is empty");
-        }
-        Ok(out)
+        out
     }
-}
-
-/// Parses a list of lengths such as `4k,8k`.
-pub fn lengths(items: &[String]) -> Result<Vec<usize>> {
-    let v = items
-        .iter()
-        .map(|s| crate::common::parse_len(s))
-        .collect::<Result<Vec<_>>>()?;
-    if v.is_empty() {
-        bail!("no lengths given");
-    }
-    Ok(v)
 }
 
 /// Short form of a token count: `512`, `2K`, `32K`.

@@ -8,6 +8,7 @@ mod plot;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use commands::{bench, generate, inspect, plot_log, ppl, probe, retrieval, serve, train};
@@ -55,7 +56,19 @@ enum Command {
 
 fn main() -> ExitCode {
     device::read_env();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("error: {}", usage_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -99,4 +112,19 @@ fn one_line(e: &anyhow::Error) -> String {
         out.push_str(&c);
     }
     out
+}
+
+/// A usage error of the command line on one line: clap's message and its notes (the values
+/// an option takes), without the pointer to `--help`.
+fn usage_line(e: &clap::Error) -> String {
+    e.render()
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

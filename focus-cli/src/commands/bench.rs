@@ -12,7 +12,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::common::{FocusArgs, ModelArgs, load_model, parse_len, progress_bar, write_atomic};
+use crate::common::{
+    FocusArgs, ModelArgs, load_model, parse_len, parse_len_or_none, progress_bar, write_atomic,
+};
 
 /// Measure throughput and memory.
 #[derive(clap::Args, Debug)]
@@ -26,26 +28,26 @@ pub struct Args {
     #[command(flatten)]
     pub focus: FocusArgs,
     /// Prefill lengths in tokens (k = 1024), e.g. 512,2k,16k.
-    #[arg(long, value_delimiter = ',', default_value = "512,2048")]
-    pub prefill: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "512,2048", value_parser = parse_len)]
+    pub prefill: Vec<usize>,
     /// Context lengths at which to measure decoding (`none` for no decoding run).
-    #[arg(long, value_delimiter = ',', default_value = "512")]
-    pub decode: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "512", value_parser = parse_len_or_none)]
+    pub decode: Vec<Option<usize>>,
     /// Tokens generated per decode measurement.
     #[arg(long, default_value_t = 16)]
     pub decode_tokens: usize,
     /// What to compare: full (this project's full-attention decoder), focus (FocusLLM,
     /// exact decoding), focus-cw (FocusLLM decoding with the cached window; decode only).
-    #[arg(long, value_delimiter = ',', default_value = "full,focus")]
-    pub modes: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "full,focus")]
+    pub modes: Vec<BenchMode>,
     /// Also measure the document memory: at each FocusLLM prefill length, a document read
     /// with a fresh memory, then another question about it (a different ending, 37 tokens
     /// longer) read with the memory the first left.
     #[arg(long)]
     pub memory: bool,
     /// Skip full attention above this many tokens (it is quadratic).
-    #[arg(long, default_value = "32k")]
-    pub full_max: String,
+    #[arg(long, default_value = "32k", value_parser = parse_len)]
+    pub full_max: usize,
     /// Runs per measurement. With more than one, the first run (which compiles kernels and
     /// autotunes on GPU backends) is reported apart and the rest give the median time (and
     /// the best, in the JSON).
@@ -58,6 +60,25 @@ pub struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// `--modes`: what a measurement runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    Full,
+    Focus,
+    FocusCw,
+}
+
+impl BenchMode {
+    /// The name in tables and JSON.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Focus => "focus",
+            Self::FocusCw => "focus-cw",
+        }
+    }
 }
 
 /// One measurement.
@@ -234,23 +255,9 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     }
     let max_pos = usize::MAX / 4;
     let mut focus = args.focus.shape(max_pos)?;
-    for m in &args.modes {
-        if !["full", "focus", "focus-cw"].contains(&m.as_str()) {
-            bail!("unknown mode {m:?} (full, focus, focus-cw)");
-        }
-    }
-    let prefill: Vec<usize> = args
-        .prefill
-        .iter()
-        .map(|s| parse_len(s))
-        .collect::<Result<_>>()?;
-    let decode: Vec<usize> = args
-        .decode
-        .iter()
-        .filter(|s| *s != "none")
-        .map(|s| parse_len(s))
-        .collect::<Result<_>>()?;
-    let full_max = parse_len(&args.full_max)?;
+    let prefill = args.prefill.clone();
+    let decode: Vec<usize> = args.decode.iter().flatten().copied().collect();
+    let full_max = args.full_max;
     let batches = if args.batches.is_empty() {
         vec![focus.max_batch]
     } else {
@@ -271,7 +278,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                 other => bail!("unknown --random shape {other:?} (smollm2-135m, llama-1b)"),
             };
             let mut device = crate::device::parse(&args.model.device)?;
-            crate::device::set_dtype(&mut device, &args.model.dtype)?;
+            crate::device::set_dtype(&mut device, args.model.dtype)?;
             (
                 cfg.init(&device).with_candidate_projections(),
                 device,
@@ -283,11 +290,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             (loaded.model, device, args.model.model.display().to_string())
         }
     };
-    focus.separator = crate::common::separator(&args.focus.separator, model.config())?;
-    let bytes_per_value = match args.model.dtype.as_str() {
-        "f32" => 4,
-        _ => 2,
-    };
+    focus.separator = args.focus.separator.resolve(model.config())?;
+    let bytes_per_value = args.model.dtype.bytes();
     let mut bench = Bench {
         model: &model,
         device: device.clone(),
@@ -297,7 +301,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     // Warm-up: kernels, allocators, autotuning.
     bench.prefill("full", 64, None);
     let mut plan: Vec<(String, &str, usize, Option<usize>)> = Vec::new();
-    for mode in &args.modes {
+    for mode in args.modes.iter().map(|m| m.name().to_string()) {
         let mode_batches: Vec<Option<usize>> = match mode.as_str() {
             "full" => vec![None],
             _ => batches.iter().map(|&b| Some(b)).collect(),
@@ -394,7 +398,10 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     bar.finish_and_clear();
     println!(
         "model: {name}; device: {}; dtype: {}; W = {}, S = {}",
-        args.model.device, args.model.dtype, focus.local_window, focus.chunk_len
+        args.model.device,
+        args.model.dtype.name(),
+        focus.local_window,
+        focus.chunk_len
     );
     print_table(&rows);
     let mut ratios = ratios(&rows);
@@ -409,7 +416,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         let out = Output {
             model: name,
             device: args.model.device.clone(),
-            dtype: args.model.dtype.clone(),
+            dtype: args.model.dtype.name().to_string(),
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),

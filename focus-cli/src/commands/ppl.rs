@@ -8,8 +8,8 @@ use focus_eval::ppl::{Perplexity, Protocol, perplexity};
 use serde::Serialize;
 
 use crate::common::Format;
-use crate::common::{FocusArgs, ModelArgs, load_model, read_text, write_atomic};
-use crate::eval_args::{EvalArgs, lengths, short_len};
+use crate::common::{FocusArgs, ModelArgs, load_model, parse_len, read_text, write_atomic};
+use crate::eval_args::{EvalArgs, short_len};
 
 /// Perplexity of text files.
 ///
@@ -33,8 +33,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "focus")]
     pub protocol: ProtocolArg,
     /// Window lengths in tokens, BOS included (focus protocol), e.g. 2k,8k,32k.
-    #[arg(long, value_delimiter = ',', default_value = "8k")]
-    pub length: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "8k", value_parser = parse_len)]
+    pub length: Vec<usize>,
     /// Tokens scored at the end of each window (focus protocol; 128 in the reference).
     #[arg(long, default_value_t = 128)]
     pub score: usize,
@@ -90,9 +90,9 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let (loaded, device) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
-    let modes = args.eval.modes(&cfg)?;
+    let modes = args.eval.modes(&cfg);
     let lens = match args.protocol {
-        ProtocolArg::Focus => lengths(&args.length)?,
+        ProtocolArg::Focus => args.length.clone(),
         ProtocolArg::LlamaCpp => vec![args.ctx],
     };
     let longest = lens.iter().copied().max().unwrap_or(0);

@@ -11,8 +11,8 @@ use focus_eval::retrieval::{Cell, KeyRef, Rate, Split, Task, Trial, cells, trial
 use serde::Serialize;
 
 use crate::common::Format;
-use crate::common::{FocusArgs, ModelArgs, load_model, read_text, write_atomic};
-use crate::eval_args::{EvalArgs, lengths, short_len};
+use crate::common::{FocusArgs, ModelArgs, load_model, parse_len, read_text, write_atomic};
+use crate::eval_args::{EvalArgs, short_len};
 
 /// The grid of a retrieval test.
 #[derive(clap::Args, Debug)]
@@ -24,8 +24,8 @@ pub struct Args {
     #[command(flatten)]
     pub eval: EvalArgs,
     /// Prompt lengths in tokens (each prompt is the longest that fits), e.g. 4k,8k,16k.
-    #[arg(long, value_delimiter = ',', default_value = "4k,8k,16k")]
-    pub lengths: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "4k,8k,16k", value_parser = parse_len)]
+    pub lengths: Vec<usize>,
     /// Depths of the hidden number in the haystack, from 0 (start) to 1 (end).
     #[arg(long, value_delimiter = ',', default_value = "0,0.5,1")]
     pub depths: Vec<f64>,
@@ -121,7 +121,7 @@ pub fn run_niah(args: NiahArgs, quiet: bool) -> Result<()> {
 }
 
 fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> Result<()> {
-    let lens = lengths(&args.lengths)?;
+    let lens = args.lengths.clone();
     for p in args.eval.json.iter().chain(&args.heatmap) {
         crate::common::check_writable(p)?;
     }
@@ -139,7 +139,7 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
     let (loaded, device) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
-    let modes = args.eval.modes(&cfg)?;
+    let modes = args.eval.modes(&cfg);
     let longest = lens.iter().copied().max().unwrap_or(0);
     crate::common::check_memory(&device, model.config(), Some(&cfg), longest)?;
     let quiet = quiet || args.eval.format == Format::Json;

@@ -95,8 +95,8 @@ pub struct Args {
     pub eval_sequences: usize,
     /// Passkey probe lengths at each evaluation (default: 2W and 4W; `none` for no probe).
     /// The probe scores the exact rate on validation keys.
-    #[arg(long, value_delimiter = ',')]
-    pub probe_lengths: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = crate::common::parse_len_or_none)]
+    pub probe_lengths: Vec<Option<usize>>,
     /// Passkey probe trials per length and depth (two depths, 0.25 and 0.75), each with a
     /// key of its own.
     #[arg(long, default_value_t = 1)]
@@ -107,7 +107,7 @@ pub struct Args {
     /// The token between each chunk and its dynamic prompt: bos (the reference), eos, or
     /// a token id.
     #[arg(long, default_value = "bos")]
-    pub separator: String,
+    pub separator: crate::common::Separator,
     /// Supervised tokens after each text span, each predicted as decoding predicts it
     /// (1 in the reference).
     #[arg(long, default_value_t = 1)]
@@ -198,7 +198,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             "--focus-weights is not used by train (training starts from copies; use --resume to continue a run)"
         );
     }
-    if args.model.dtype == "f16" {
+    if args.model.dtype == crate::device::Dtype::F16 {
         bail!(
             "--dtype f16 cannot train: without loss scaling or f32 master weights (burn 0.22 has neither) AdamW's epsilon rounds to 0 and the weights turn NaN after one step; use bf16 or f32"
         );
@@ -268,7 +268,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let (loaded, _device) = load_model(&args.model, false)?;
     let tok = &loaded.tokenizer;
     let mut cfg = cfg;
-    cfg.separator = crate::common::separator(&args.separator, loaded.model.config())?;
+    cfg.separator = args.separator.resolve(loaded.model.config())?;
     let retrieval = if cfg.retrieval > 0.0 {
         Some(RetrievalSource {
             tokenizer: tok.clone(),
@@ -286,12 +286,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         },
         retrieval,
     };
-    let probe_lengths: Vec<usize> = if args.probe_lengths.iter().any(|s| s == "none") {
+    let probe_lengths: Vec<usize> = if args.probe_lengths.contains(&None) {
         Vec::new()
     } else if args.probe_lengths.is_empty() {
         vec![2 * args.local_window, 4 * args.local_window]
     } else {
-        crate::eval_args::lengths(&args.probe_lengths)?
+        args.probe_lengths.iter().flatten().copied().collect()
     };
     let probe = (!probe_lengths.is_empty()).then(|| PasskeyProbe {
         tokenizer: tok,
