@@ -19,7 +19,7 @@ pub struct EvalArgs {
     pub modes: Vec<Mode>,
     /// `text` prints a table; `json` prints one JSON object instead.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: crate::common::Format,
+    pub format: crate::args::Format,
     /// Also write the JSON results to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -1,9 +1,11 @@
 //! `focus`: FocusLLM long-context inference, evaluation and benchmarks on burn.
 
+mod args;
 mod commands;
-mod common;
 mod device;
 mod eval_args;
+mod load;
+mod output;
 mod plot;
 
 use std::process::ExitCode;

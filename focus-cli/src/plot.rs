@@ -74,7 +74,7 @@ pub fn draw(
     let panel_w = cell.0 * cols.len() as i32;
     let width = margin_l + (panel_w + gap) * panels.len() as i32 + 10;
     let height = margin_t + cell.1 * rows.len() as i32 + 50;
-    let tmp = crate::common::temp_beside(path, ".png")?;
+    let tmp = crate::output::temp_beside(path, ".png")?;
     {
         let root =
             BitMapBackend::new(tmp.path(), (width as u32, height as u32)).into_drawing_area();
@@ -165,7 +165,7 @@ pub fn lines(
         anyhow::bail!("nothing to plot");
     }
     let pad = ((y1 - y0) * 0.05).max(1e-3);
-    let tmp = crate::common::temp_beside(path, ".png")?;
+    let tmp = crate::output::temp_beside(path, ".png")?;
     {
         let root = BitMapBackend::new(tmp.path(), (800, 480)).into_drawing_area();
         let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("drawing the chart: {e}");

@@ -12,9 +12,9 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::common::{
-    FocusArgs, ModelArgs, load_model, parse_len, parse_len_or_none, progress_bar, write_atomic,
-};
+use crate::args::{FocusArgs, ModelArgs, parse_len, parse_len_or_none};
+use crate::load::load_model;
+use crate::output::{progress_bar, write_atomic};
 
 /// Measure throughput and memory.
 #[derive(clap::Args, Debug)]
@@ -251,7 +251,7 @@ impl Bench<'_> {
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
     if let Some(p) = &args.json {
-        crate::common::check_writable(p)?;
+        crate::output::check_writable(p)?;
     }
     let max_pos = usize::MAX / 4;
     let mut focus = args.focus.shape(max_pos)?;

@@ -7,7 +7,8 @@ use anyhow::Result;
 use focus_core::{CondensingModel, Reading, Sampler, Session};
 use serde::Serialize;
 
-use crate::common::{FocusArgs, Format, InputArgs, ModelArgs, load_model};
+use crate::args::{FocusArgs, Format, InputArgs, ModelArgs};
+use crate::load::load_model;
 
 /// Generate a continuation of a prompt.
 #[derive(clap::Args, Debug)]
@@ -107,8 +108,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         Reading::Focus(c) => Some(c),
         _ => None,
     };
-    crate::common::check_memory(&device, cfg, focus_cfg, ids.len() + args.max_new_tokens)?;
-    let bar = crate::common::progress_bar(quiet || args.format == Format::Json, "chunks");
+    crate::load::check_memory(&device, cfg, focus_cfg, ids.len() + args.max_new_tokens)?;
+    let bar = crate::output::progress_bar(quiet || args.format == Format::Json, "chunks");
     let t0 = Instant::now();
     let (mut session, logits) = Session::read(
         &loaded.model,

@@ -23,7 +23,7 @@ pub struct Args {
 /// Draws the training loss (moving average) and the held-out losses of a run.
 pub fn run(args: Args) -> Result<()> {
     let log = args.run.join("log.jsonl");
-    let text = crate::common::read_text(&log)?;
+    let text = crate::load::read_text(&log)?;
     let mut train = Vec::new();
     let mut eval = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, l) in text.lines().enumerate() {

@@ -7,9 +7,11 @@ use anyhow::{Context, Result, bail};
 use focus_eval::ppl::{Perplexity, Protocol, perplexity};
 use serde::Serialize;
 
-use crate::common::Format;
-use crate::common::{FocusArgs, ModelArgs, load_model, parse_len, read_text, write_atomic};
+use crate::args::Format;
+use crate::args::{FocusArgs, ModelArgs, parse_len};
 use crate::eval_args::{EvalArgs, short_len};
+use crate::load::{load_model, read_text};
+use crate::output::write_atomic;
 
 /// Perplexity of text files.
 ///
@@ -80,7 +82,7 @@ struct Report {
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
     if let Some(p) = &args.eval.json {
-        crate::common::check_writable(p)?;
+        crate::output::check_writable(p)?;
     }
     let texts = args
         .files
@@ -96,7 +98,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         ProtocolArg::LlamaCpp => vec![args.ctx],
     };
     let longest = lens.iter().copied().max().unwrap_or(0);
-    crate::common::check_memory(&device, model.config(), Some(&cfg), longest + args.score)?;
+    crate::load::check_memory(&device, model.config(), Some(&cfg), longest + args.score)?;
     let quiet = quiet || args.eval.format == Format::Json;
     let mut entries = Vec::new();
     for (name, text) in &texts {
@@ -137,7 +139,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                     skipped.push(mode.name().to_string());
                     continue;
                 }
-                let bar = crate::common::progress_bar(quiet, "windows");
+                let bar = crate::output::progress_bar(quiet, "windows");
                 bar.set_message(format!("{} {}", mode.name(), short_len(length)));
                 let r = perplexity(model, mode, protocol, &doc, add_bos, |done, total| {
                     bar.set_length(total as u64);

@@ -8,8 +8,10 @@ use anyhow::{Result, bail};
 use focus_eval::probe::{ProbeCell, ProbeTrial, probe_trial, summarize};
 use serde::Serialize;
 
-use crate::common::Format;
-use crate::common::{FocusArgs, ModelArgs, load_model, write_atomic};
+use crate::args::Format;
+use crate::args::{FocusArgs, ModelArgs};
+use crate::load::load_model;
+use crate::output::write_atomic;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -48,7 +50,7 @@ struct Report {
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
     if let Some(p) = &args.json {
-        crate::common::check_writable(p)?;
+        crate::output::check_writable(p)?;
     }
     if args.chunks.is_empty() || args.chunks.contains(&0) {
         bail!("--chunks must be positive numbers");
@@ -60,9 +62,9 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
     let longest = args.chunks.iter().max().copied().unwrap_or(1) * cfg.chunk_len + cfg.local_window;
-    crate::common::check_memory(&device, model.config(), Some(&cfg), longest)?;
+    crate::load::check_memory(&device, model.config(), Some(&cfg), longest)?;
     let quiet = quiet || args.format == Format::Json;
-    let bar = crate::common::progress_bar(quiet, "trials");
+    let bar = crate::output::progress_bar(quiet, "trials");
     bar.set_length(args.chunks.len() as u64 * args.trials);
     let (mut trials, mut skipped) = (Vec::new(), 0);
     for &c in &args.chunks {

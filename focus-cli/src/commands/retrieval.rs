@@ -10,9 +10,11 @@ use focus_eval::reserved::held_out_match;
 use focus_eval::retrieval::{Cell, KeyRef, Rate, Split, Task, Trial, cells, trial};
 use serde::Serialize;
 
-use crate::common::Format;
-use crate::common::{FocusArgs, ModelArgs, load_model, parse_len, read_text, write_atomic};
+use crate::args::Format;
+use crate::args::{FocusArgs, ModelArgs, parse_len};
 use crate::eval_args::{EvalArgs, short_len};
+use crate::load::{load_model, read_text};
+use crate::output::write_atomic;
 
 /// The grid of a retrieval test.
 #[derive(clap::Args, Debug)]
@@ -123,7 +125,7 @@ pub fn run_niah(args: NiahArgs, quiet: bool) -> Result<()> {
 fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> Result<()> {
     let lens = args.lengths.clone();
     for p in args.eval.json.iter().chain(&args.heatmap) {
-        crate::common::check_writable(p)?;
+        crate::output::check_writable(p)?;
     }
     if args.depths.is_empty() || args.depths.iter().any(|d| !(0.0..=1.0).contains(d)) {
         bail!("--depths must be numbers between 0 and 1");
@@ -141,10 +143,10 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
     let cfg = args.focus.config(model.config())?;
     let modes = args.eval.modes(&cfg);
     let longest = lens.iter().copied().max().unwrap_or(0);
-    crate::common::check_memory(&device, model.config(), Some(&cfg), longest)?;
+    crate::load::check_memory(&device, model.config(), Some(&cfg), longest)?;
     let quiet = quiet || args.eval.format == Format::Json;
     let total = modes.len() * lens.len() * args.depths.len() * args.trials as usize;
-    let bar = crate::common::progress_bar(quiet, "trials");
+    let bar = crate::output::progress_bar(quiet, "trials");
     bar.set_length(total as u64);
     let mut trials = Vec::new();
     let mut skipped = Vec::new();

@@ -13,7 +13,8 @@ use focus_train::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::common::{ModelArgs, load_model};
+use crate::args::ModelArgs;
+use crate::load::load_model;
 
 /// Train FocusLLM's candidate projections (the base model stays frozen).
 ///
@@ -95,7 +96,7 @@ pub struct Args {
     pub eval_sequences: usize,
     /// Passkey probe lengths at each evaluation (default: 2W and 4W; `none` for no probe).
     /// The probe scores the exact rate on validation keys.
-    #[arg(long, value_delimiter = ',', value_parser = crate::common::parse_len_or_none)]
+    #[arg(long, value_delimiter = ',', value_parser = crate::args::parse_len_or_none)]
     pub probe_lengths: Vec<Option<usize>>,
     /// Passkey probe trials per length and depth (two depths, 0.25 and 0.75), each with a
     /// key of its own.
@@ -107,7 +108,7 @@ pub struct Args {
     /// The token between each chunk and its dynamic prompt: bos (the reference), eos, or
     /// a token id.
     #[arg(long, default_value = "bos")]
-    pub separator: crate::common::Separator,
+    pub separator: crate::args::Separator,
     /// Supervised tokens after each text span, each predicted as decoding predicts it
     /// (1 in the reference).
     #[arg(long, default_value_t = 1)]

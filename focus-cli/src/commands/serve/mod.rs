@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::common::{FocusArgs, ModelArgs, load_model};
+use crate::args::{FocusArgs, ModelArgs};
+use crate::load::load_model;
 use api::{ApiError, ChatRequest, Common, CompletionRequest, Usage, now};
 use worker::{Event, Job};
 
@@ -67,7 +68,7 @@ pub struct Args {
     /// between requests, so that another question about the same long text computes only
     /// each chunk's prompt rows (least recently used chunks go first; 0 turns it off).
     /// E.g. 2GiB, 512MiB, 0.
-    #[arg(long, default_value = "2GiB", value_parser = crate::common::parse_bytes)]
+    #[arg(long, default_value = "2GiB", value_parser = crate::args::parse_bytes)]
     pub memory_budget: usize,
 }
 

@@ -1,0 +1,141 @@
+//! Loading what a command reads: the model (with its candidate projections), the input's
+//! token ids, text files; and the host-memory check before a long input.
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use focus_core::FocusConfig;
+use focus_model::{Loaded, Message, load};
+
+use crate::args::{InputArgs, ModelArgs};
+
+/// Builds the device and loads the model (with candidate projections when `focus`).
+pub fn load_model(args: &ModelArgs, focus: bool) -> Result<(Loaded, Device)> {
+    let mut device = crate::device::parse(&args.device)?;
+    crate::device::set_dtype(&mut device, args.dtype)?;
+    if !args.model.exists() {
+        bail!(
+            "model {} not found (run scripts/fetch-assets.sh for the default model)",
+            args.model.display()
+        );
+    }
+    let mut loaded =
+        load(&args.model, &device).with_context(|| format!("loading {}", args.model.display()))?;
+    if focus {
+        loaded.model = match &args.focus_weights {
+            Some(p) => loaded.model.load_focus_weights(p)?,
+            None => loaded.model.with_candidate_projections(),
+        };
+    } else if args.focus_weights.is_some() {
+        bail!("--focus-weights has no effect with --no-focus");
+    }
+    Ok((loaded, device))
+}
+
+/// Reads a UTF-8 text file, or stdin for `-`.
+pub fn read_text(path: &std::path::Path) -> Result<String> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("reading stdin")?;
+        b
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not valid UTF-8 (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+impl InputArgs {
+    /// The prompt as a chat: the text as the user's turn (after a `system` turn when given),
+    /// with the assistant's turn opened ([`focus_model::ChatTemplate::prompt_ids`]).
+    pub fn chat_ids(&self, loaded: &Loaded, system: Option<&str>) -> Result<Vec<u32>> {
+        let Some(template) = &loaded.chat_template else {
+            bail!("--chat: the model carries no chat template");
+        };
+        let text = match (&self.prompt, &self.prompt_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(p)) => read_text(p)?,
+            _ => {
+                bail!("--chat takes the text of a turn (--prompt or --prompt-file), not token ids")
+            }
+        };
+        if text.trim().is_empty() {
+            bail!("the prompt is empty");
+        }
+        let mut messages: Vec<Message> = system
+            .map(|s| Message::new("system", s))
+            .into_iter()
+            .collect();
+        messages.push(Message::new("user", text));
+        Ok(template.prompt_ids(&loaded.tokenizer, &messages)?)
+    }
+
+    /// The token ids of the input (BOS first when the text is tokenised).
+    pub fn ids(&self, loaded: &Loaded) -> Result<Vec<u32>> {
+        let ids = if let Some(path) = &self.prompt_ids {
+            let text = read_text(path)?;
+            let ids: Vec<u32> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON array of token ids", path.display()))?;
+            let vocab = loaded.model.config().vocab_size;
+            if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+                bail!(
+                    "token id {bad} in {} is outside the vocabulary ({vocab})",
+                    path.display()
+                );
+            }
+            ids
+        } else {
+            let text = match (&self.prompt, &self.prompt_file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(p)) => read_text(p)?,
+                _ => unreachable!("clap requires one input"),
+            };
+            loaded.tokenizer.encode_prompt(&text)?
+        };
+        let only_bos = self.prompt_ids.is_none() && ids == [loaded.tokenizer.bos_id()];
+        if ids.is_empty() || only_bos {
+            bail!("the prompt is empty");
+        }
+        Ok(ids)
+    }
+}
+
+/// Bytes available to new allocations on this host (`MemAvailable`, Linux), if known.
+fn host_available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses inputs whose FocusLLM chunk caches (or full-attention cache) cannot fit in
+/// host memory when the model runs on the CPU (`device` as [`load_model`] built it).
+pub fn check_memory(
+    device: &Device,
+    model: &focus_model::LlamaConfig,
+    focus: Option<&FocusConfig>,
+    len: usize,
+) -> Result<()> {
+    if !crate::device::is_cpu(device) {
+        return Ok(());
+    }
+    let bytes_per_value = focus_model::weights::float_dtype(device).size();
+    let need = match focus {
+        Some(f) => model.chunk_cache_bytes(f, len, bytes_per_value),
+        None => len * model.kv_bytes_per_position(bytes_per_value),
+    } as u64;
+    if let Some(avail) = host_available_bytes()
+        && need > avail
+    {
+        bail!(
+            "an input of {len} tokens needs about {:.1} GB of key/value caches, more than the {:.1} GB of memory available",
+            need as f64 / 1e9,
+            avail as f64 / 1e9
+        );
+    }
+    Ok(())
+}
