@@ -13,13 +13,23 @@ use serde::{Deserialize, Serialize};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 
+/// What a log line reports (`"train"` or `"eval"` in the JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineKind {
+    /// The examples of one training step.
+    Train,
+    /// A held-out evaluation.
+    Eval,
+}
+
 /// One line of the JSON-lines log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {
     /// Steps done.
     pub step: usize,
-    /// `train` or `eval`.
-    pub kind: String,
+    /// A training step's line or an evaluation's.
+    pub kind: LineKind,
     /// Mean loss (nats) over the examples.
     pub loss: f64,
     /// Mean continuation loss, if any.

@@ -19,7 +19,7 @@ pub mod loss;
 pub mod synth;
 pub mod train;
 
-pub use checkpoint::{LogLine, RunDir};
+pub use checkpoint::{LineKind, LogLine, RunDir};
 pub use config::{Objective, Schedule, TrainConfig};
 pub use error::{Error, Result};
 pub use train::{Data, Probe, RetrievalSource, RunOptions, train};

@@ -16,7 +16,7 @@ use focus_model::{LlamaForCausalLM, Tokenizer};
 use rand::RngExt;
 
 use crate::checkpoint::{
-    LogLine, RunDir, State, check_checkpoint, ckpt_err, save_checkpoint, truncate_log,
+    LineKind, LogLine, RunDir, State, check_checkpoint, ckpt_err, save_checkpoint, truncate_log,
 };
 use crate::config::{TrainConfig, step_rng};
 use crate::error::{Error, Result};
@@ -127,7 +127,7 @@ pub struct RunOptions {
     pub init: Option<PathBuf>,
 }
 
-fn summarize(step: usize, kind: &str, losses: &[(LossKind, ExampleLoss)]) -> LogLine {
+fn summarize(step: usize, kind: LineKind, losses: &[(LossKind, ExampleLoss)]) -> LogLine {
     let mean = |k: Option<LossKind>, f: &dyn Fn(&ExampleLoss) -> Option<f64>| {
         let v: Vec<f64> = losses
             .iter()
@@ -139,7 +139,7 @@ fn summarize(step: usize, kind: &str, losses: &[(LossKind, ExampleLoss)]) -> Log
     let nll = |l: &ExampleLoss| Some(l.nll);
     LogLine {
         step,
-        kind: kind.into(),
+        kind,
         loss: mean(None, &nll).unwrap_or(f64::NAN),
         continuation: mean(Some(LossKind::Continuation), &nll),
         repetition: mean(Some(LossKind::Repetition), &nll),
@@ -194,7 +194,7 @@ pub fn evaluate(
             losses.push((ex.kind, l));
         }
     }
-    let mut line = summarize(step, "eval", &losses);
+    let mut line = summarize(step, LineKind::Eval, &losses);
     if let Some(p) = probe {
         let focus = FocusConfig {
             separator: cfg.separator,
@@ -366,7 +366,7 @@ pub fn train(
         }
         let lr = cfg.lr_at(t);
         model = optim.step(lr, model, grads);
-        let mut line = summarize(t + 1, "train", &losses);
+        let mut line = summarize(t + 1, LineKind::Train, &losses);
         line.lr = Some(lr);
         line.grad_norm = Some(norm);
         line.tokens = work.tokens_read();

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use focus_train::LineKind;
 use plotters::style::RGBColor;
 
 use crate::plot::{Series, lines};
@@ -30,7 +31,7 @@ pub fn run(args: Args) -> Result<()> {
         let line: focus_train::checkpoint::LogLine = serde_json::from_str(l)
             .map_err(|e| anyhow::anyhow!("{} line {}: {e}", log.display(), i + 1))?;
         let x = line.step as f64;
-        if line.kind == "train" {
+        if line.kind == LineKind::Train {
             train.push((x, line.loss));
         } else {
             eval.0.push((x, line.loss));

@@ -9,7 +9,8 @@ use focus_model::{LlamaForCausalLM, Tokenizer};
 use focus_train::data::{pack, pack_held_out, read_texts};
 use focus_train::synth::Haystack;
 use focus_train::{
-    Data, Objective, Probe, RetrievalSource, RunDir, RunOptions, Schedule, TrainConfig, train,
+    Data, LineKind, Objective, Probe, RetrievalSource, RunDir, RunOptions, Schedule, TrainConfig,
+    train,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -335,7 +336,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         &opts,
         probe.as_ref().map(|p| p as &dyn Probe),
         |line| {
-            if line.kind == "train" {
+            if line.kind == LineKind::Train {
                 bar.set_position(line.step as u64);
                 let secs = line.seconds.max(1e-9);
                 bar.set_message(format!(
