@@ -63,34 +63,55 @@ pub struct Args {
 }
 
 /// `--modes`: what a measurement runs.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
 pub enum BenchMode {
     Full,
     Focus,
     FocusCw,
 }
 
-impl BenchMode {
-    /// The name in tables and JSON.
-    fn name(self) -> &'static str {
-        match self {
+impl std::fmt::Display for BenchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
             Self::Full => "full",
             Self::Focus => "focus",
             Self::FocusCw => "focus-cw",
-        }
+        })
+    }
+}
+
+/// What a measurement times.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Reading an input.
+    Prefill,
+    /// Generating tokens after it.
+    Decode,
+    /// A second question about the same document, read with the document memory the first
+    /// left.
+    Memory,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Self::Prefill => "prefill",
+            Self::Decode => "decode",
+            Self::Memory => "memory",
+        })
     }
 }
 
 /// One measurement.
 #[derive(Serialize, Debug, Clone)]
 pub struct Row {
-    pub mode: String,
+    pub mode: BenchMode,
     /// Chunks per batched pass (FocusLLM only).
     pub batch: Option<usize>,
-    /// `prefill`, `decode`, or `memory` (the prefill of a second question about the same
-    /// document with the document memory the first left; its ratio to the first is listed
-    /// among the ratios).
-    pub phase: String,
+    /// For `memory`, its ratio to the first question is listed among the ratios.
+    pub phase: Phase,
     pub context: usize,
     pub tokens: usize,
     /// Median time of the runs after the first (the only run when `runs` is 1; with an even
@@ -128,7 +149,7 @@ struct Output<'a> {
 #[derive(Serialize, Debug)]
 pub struct Ratio {
     pub what: String,
-    pub phase: String,
+    pub phase: Phase,
     pub context: usize,
     /// How many times faster the first named configuration is.
     pub speedup: f64,
@@ -167,15 +188,15 @@ impl Bench<'_> {
         ids
     }
 
-    fn reading(&self, mode: &str, batch: Option<usize>) -> Reading {
+    fn reading(&self, mode: BenchMode, batch: Option<usize>) -> Reading {
         let mut cfg = self
             .focus
             .with_max_batch(batch.unwrap_or(self.focus.max_batch));
-        if mode == "focus-cw" {
+        if mode == BenchMode::FocusCw {
             cfg.decode = Decode::CachedWindow;
         }
         match mode {
-            "full" => Reading::Full,
+            BenchMode::Full => Reading::Full,
             _ => Reading::Focus(cfg),
         }
     }
@@ -219,7 +240,7 @@ impl Bench<'_> {
     }
 
     /// Prefill `len` tokens; returns seconds.
-    fn prefill(&mut self, mode: &str, len: usize, batch: Option<usize>) -> f64 {
+    fn prefill(&mut self, mode: BenchMode, len: usize, batch: Option<usize>) -> f64 {
         let ids = self.ids(len);
         let reading = self.reading(mode, batch);
         let bos = self.model.config().bos_token_id;
@@ -234,7 +255,7 @@ impl Bench<'_> {
     /// Prefill `len` tokens, then time `n` greedy steps of the generation loop users run
     /// (each step's logits row is read back to the host and sampled there); returns seconds
     /// for the steps.
-    fn decode(&mut self, mode: &str, len: usize, batch: Option<usize>, n: usize) -> f64 {
+    fn decode(&mut self, mode: BenchMode, len: usize, batch: Option<usize>, n: usize) -> f64 {
         let ids = self.ids(len);
         let reading = self.reading(mode, batch);
         let bos = self.model.config().bos_token_id;
@@ -299,28 +320,29 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         rng: StdRng::seed_from_u64(0),
     };
     // Warm-up: kernels, allocators, autotuning.
-    bench.prefill("full", 64, None);
-    let mut plan: Vec<(String, &str, usize, Option<usize>)> = Vec::new();
-    for mode in args.modes.iter().map(|m| m.name().to_string()) {
-        let mode_batches: Vec<Option<usize>> = match mode.as_str() {
-            "full" => vec![None],
+    bench.prefill(BenchMode::Full, 64, None);
+    let mut plan: Vec<(BenchMode, Phase, usize, Option<usize>)> = Vec::new();
+    for &mode in &args.modes {
+        let mode_batches: Vec<Option<usize>> = match mode {
+            BenchMode::Full => vec![None],
             _ => batches.iter().map(|&b| Some(b)).collect(),
         };
-        for (phase, lens) in [("prefill", &prefill), ("decode", &decode)] {
+        for (phase, lens) in [(Phase::Prefill, &prefill), (Phase::Decode, &decode)] {
             for &len in lens {
                 for &b in &mode_batches {
-                    plan.push((mode.clone(), phase, len, b));
+                    plan.push((mode, phase, len, b));
                 }
             }
         }
     }
-    plan.retain(|(m, phase, len, _)| {
-        (m != "full" || *len <= full_max) && (m != "focus-cw" || *phase == "decode")
+    plan.retain(|&(m, phase, len, _)| {
+        (m != BenchMode::Full || len <= full_max)
+            && (m != BenchMode::FocusCw || phase == Phase::Decode)
     });
     if args.memory {
         for &len in &prefill {
             for &b in &batches {
-                plan.push(("focus".into(), "memory", len, Some(b)));
+                plan.push((BenchMode::Focus, Phase::Memory, len, Some(b)));
             }
         }
     }
@@ -335,25 +357,25 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         let mut firsts = Vec::new();
         for _ in 0..args.repeat {
             times.push(match phase {
-                "prefill" => bench.prefill(&mode, len, batch),
-                "memory" => {
+                Phase::Prefill => bench.prefill(mode, len, batch),
+                Phase::Memory => {
                     let (first, second) = bench.two_questions(len, batch);
                     firsts.push(first);
                     second
                 }
-                _ => bench.decode(&mode, len, batch, args.decode_tokens),
+                Phase::Decode => bench.decode(mode, len, batch, args.decode_tokens),
             });
         }
-        if phase == "memory" {
+        if phase == Phase::Memory {
             // Each run is its own first and second question; the ratio of medians.
             memory_ratios.push(Ratio {
                 what: "document memory: second question vs first".into(),
-                phase: "prefill".into(),
+                phase: Phase::Prefill,
                 context: len,
                 speedup: median(&firsts) / median(&times),
             });
         }
-        let tokens = if phase == "decode" {
+        let tokens = if phase == Phase::Decode {
             args.decode_tokens
         } else {
             len
@@ -365,7 +387,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         };
         let seconds = median(warm);
         let best_seconds = warm.iter().copied().fold(f64::INFINITY, f64::min);
-        let cache = if mode != "full" {
+        let cache = if mode != BenchMode::Full {
             model
                 .config()
                 .chunk_cache_bytes(&focus, len, bytes_per_value)
@@ -375,7 +397,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         rows.push(Row {
             mode,
             batch,
-            phase: phase.to_string(),
+            phase,
             context: len,
             tokens,
             seconds,
@@ -466,10 +488,10 @@ fn print_table(rows: &[Row]) {
 /// FocusLLM (largest batch) against full attention.
 fn ratios(rows: &[Row]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    let mut keys: Vec<(&str, usize)> = Vec::new();
+    let mut keys: Vec<(Phase, usize)> = Vec::new();
     for r in rows {
-        if !keys.contains(&(r.phase.as_str(), r.context)) {
-            keys.push((r.phase.as_str(), r.context));
+        if !keys.contains(&(r.phase, r.context)) {
+            keys.push((r.phase, r.context));
         }
     }
     for (phase, context) in keys {
@@ -477,7 +499,7 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
         let focus: Vec<&Row> = rows
             .iter()
             .filter(same)
-            .filter(|r| r.mode == "focus")
+            .filter(|r| r.mode == BenchMode::Focus)
             .collect();
         let widest = focus.iter().max_by_key(|r| r.batch);
         let one = focus.iter().find(|r| r.batch == Some(1));
@@ -486,25 +508,28 @@ fn ratios(rows: &[Row]) -> Vec<Ratio> {
         {
             out.push(Ratio {
                 what: format!("FocusLLM batch {} vs chunk by chunk", w.batch.unwrap_or(0)),
-                phase: phase.into(),
+                phase,
                 context,
                 speedup: o.seconds / w.seconds,
             });
         }
-        let cached = rows.iter().filter(same).find(|r| r.mode == "focus-cw");
+        let cached = rows
+            .iter()
+            .filter(same)
+            .find(|r| r.mode == BenchMode::FocusCw);
         if let (Some(w), Some(c)) = (widest, cached) {
             out.push(Ratio {
                 what: "FocusLLM cached-window vs exact decoding".into(),
-                phase: phase.into(),
+                phase,
                 context,
                 speedup: w.seconds / c.seconds,
             });
         }
-        let full = rows.iter().filter(same).find(|r| r.mode == "full");
+        let full = rows.iter().filter(same).find(|r| r.mode == BenchMode::Full);
         if let (Some(w), Some(f)) = (widest, full) {
             out.push(Ratio {
                 what: "FocusLLM vs full attention".into(),
-                phase: phase.into(),
+                phase,
                 context,
                 speedup: f.seconds / w.seconds,
             });
