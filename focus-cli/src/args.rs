@@ -219,6 +219,19 @@ pub enum Format {
     Json,
 }
 
+/// The document memory on disk (`docs/serving.md`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Keep the keys and values of memory chunks in this folder, for later inputs and
+    /// later processes running the same model file with the same device and float type
+    /// (entries are keyed by those and the chunk's tokens, checked when read).
+    #[arg(long)]
+    pub memory_dir: Option<PathBuf>,
+    /// Byte budget of --memory-dir, least recently used entries removed first. E.g. 8GiB.
+    #[arg(long, default_value = "8GiB", value_parser = parse_bytes)]
+    pub memory_disk_budget: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_bytes;

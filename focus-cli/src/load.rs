@@ -3,10 +3,11 @@
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use focus_core::FocusConfig;
+use focus_core::{DiskStore, FocusConfig};
 use focus_model::{Loaded, Message, load};
+use sha2::{Digest, Sha256};
 
-use crate::args::{InputArgs, ModelArgs};
+use crate::args::{InputArgs, ModelArgs, StoreArgs};
 
 /// Builds the device and loads the model (with candidate projections when `focus`).
 pub fn load_model(args: &ModelArgs, focus: bool) -> Result<(Loaded, Device)> {
@@ -138,4 +139,50 @@ pub fn check_memory(
         );
     }
     Ok(())
+}
+
+/// Opens the disk store `store` asks for, if any, for the model `args` names on `device`:
+/// its entries are keyed by the SHA-256 of the model's files (a GGUF file, or a
+/// directory's `config.json` and `*.safetensors`), the float type and the device (the chunk
+/// keys and values depend on those, not on candidate weights).
+pub fn open_store(
+    store: &StoreArgs,
+    args: &ModelArgs,
+    device: &Device,
+) -> Result<Option<DiskStore>> {
+    let Some(dir) = &store.memory_dir else {
+        return Ok(None);
+    };
+    let mut files = if args.model.is_dir() {
+        let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(&args.model)
+            .with_context(|| format!("reading {}", args.model.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        v.push(args.model.join("config.json"));
+        v
+    } else {
+        vec![args.model.clone()]
+    };
+    files.sort();
+    let mut h = Sha256::new();
+    h.update(b"focus chunk keys and values 1");
+    for f in &files {
+        let mut file =
+            std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)
+                .with_context(|| format!("reading {}", f.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    h.update(args.dtype.name());
+    h.update(format!("{device:?}"));
+    DiskStore::open(dir, store.memory_disk_budget as u64, &h.finalize())
+        .with_context(|| format!("--memory-dir {}", dir.display()))
+        .map(Some)
 }

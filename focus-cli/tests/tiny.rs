@@ -1,7 +1,7 @@
 //! End-to-end tests of the `focus` binary: every subcommand on the tiny fixture model,
 //! and bad inputs (one line on stderr, exit code 2, no output file).
 
-use crate::common::{fails, fixture, json, ok, tiny};
+use crate::common::{fails, fixture, focus, json, ok, tiny};
 use serde_json::Value;
 
 #[test]
@@ -32,6 +32,74 @@ fn generate_json_reports_tokens_logits_and_plan() {
     assert_eq!(v["plan"]["chunks"], 6);
     assert_eq!(v["plan"]["local_tokens"], 32);
     assert_eq!(v["plan"]["prompt_tokens"], 17);
+}
+
+/// `--memory-dir`: a second process reads every chunk from the disk store and gives the
+/// same logits and tokens, bit for bit; a damaged entry is named on stderr, computed again
+/// and changes nothing.
+#[test]
+fn a_disk_store_answers_a_later_process_exactly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let prompt = "a long enough prompt for memory chunks ".repeat(3);
+    let run = || {
+        let out = focus()
+            .args([
+                "generate",
+                "--model",
+                &tiny(),
+                "--prompt",
+                &prompt,
+                "--local-window",
+                "32",
+                "--chunk",
+                "16",
+                "--max-new-tokens",
+                "5",
+                "--format",
+                "json",
+                "--memory-dir",
+            ])
+            .arg(&store)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json(&String::from_utf8(out.stdout).expect("UTF-8"));
+        (v, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (first, _) = run();
+    let counts = |v: &serde_json::Value| {
+        let s = &v["store"];
+        [&s["hits"], &s["misses"], &s["damaged"], &s["writes"]].map(|x| x.as_u64().expect("count"))
+    };
+    // 6 chunks of 16 (the last short): all computed and written.
+    assert_eq!(counts(&first), [0, 6, 0, 6], "{first}");
+    let (second, _) = run();
+    assert_eq!(counts(&second), [6, 0, 0, 0], "{second}");
+    let same = |v: &serde_json::Value| {
+        v["top_logits"] == first["top_logits"] && v["generated_ids"] == first["generated_ids"]
+    };
+    assert!(same(&second), "{second} against {first}");
+    // Flip one byte of one entry's payload: noticed, recomputed, rewritten.
+    let entry = std::fs::read_dir(&store)
+        .expect("store")
+        .map(|e| e.expect("entry").path())
+        .next()
+        .expect("an entry");
+    let mut bytes = std::fs::read(&entry).expect("read");
+    *bytes.last_mut().expect("bytes") ^= 1;
+    std::fs::write(&entry, &bytes).expect("write");
+    let (third, err) = run();
+    assert_eq!(counts(&third), [5, 0, 1, 1], "{third}");
+    assert!(
+        err.contains("damaged chunk entry") && err.contains("checksum"),
+        "{err}"
+    );
+    assert!(same(&third), "{third} against {first}");
 }
 
 #[test]

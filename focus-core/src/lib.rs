@@ -19,6 +19,7 @@ pub mod plan;
 pub mod reading;
 pub mod sample;
 pub mod session;
+pub mod store;
 
 pub use config::{Decode, FocusConfig};
 pub use error::{Error, Result};
@@ -27,3 +28,4 @@ pub use plan::{Plan, window_input};
 pub use reading::Reading;
 pub use sample::Sampler;
 pub use session::{CondensingModel, Session};
+pub use store::{DiskStore, Lookup};

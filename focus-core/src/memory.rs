@@ -14,8 +14,11 @@
 
 use std::collections::HashMap;
 
-/// Chunk keys and values (`K`, the model's type) by chunk tokens, within a byte budget.
-#[derive(Debug, Clone)]
+use crate::store::{DiskStore, Lookup};
+
+/// Chunk keys and values (`K`, the model's type) by chunk tokens, within a byte budget;
+/// optionally over a [`DiskStore`], the slower tier that outlives the process.
+#[derive(Debug)]
 pub struct ChunkMemory<K> {
     entries: HashMap<Vec<u32>, Entry<K>>,
     budget: usize,
@@ -24,6 +27,10 @@ pub struct ChunkMemory<K> {
     /// Lookups answered from the memory, and all lookups (chunks).
     pub hits: usize,
     pub lookups: usize,
+    store: Option<DiskStore>,
+    /// What went wrong with the store since the last [`take_notes`](Self::take_notes): damaged
+    /// entries (removed and computed again) and failed writes. Nothing of it changes a result.
+    notes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +50,63 @@ impl<K: Clone> ChunkMemory<K> {
             clock: 0,
             hits: 0,
             lookups: 0,
+            store: None,
+            notes: Vec::new(),
         }
+    }
+
+    /// The memory over `store`: chunks missing here are looked up there
+    /// ([`load`](Self::load)), and computed chunks are kept there too ([`save`](Self::save)).
+    pub fn with_store(mut self, store: DiskStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The disk store, if any.
+    pub fn store(&self) -> Option<&DiskStore> {
+        self.store.as_ref()
+    }
+
+    /// The chunk's keys and values from the disk store, made by `decode` from the entry's
+    /// bytes (`None` from it counts as a damaged entry). Does not keep them in memory.
+    pub fn load(&mut self, chunk: &[u32], decode: impl FnOnce(&[u8]) -> Option<K>) -> Option<K> {
+        let store = self.store.as_mut()?;
+        match store.get(chunk) {
+            Lookup::Found(bytes) => {
+                let kv = decode(&bytes);
+                if kv.is_none() {
+                    self.notes.push(format!(
+                        "a chunk entry in {} does not decode for this model; computed again",
+                        store.dir().display()
+                    ));
+                }
+                kv
+            }
+            Lookup::Missing => None,
+            Lookup::Damaged(why) => {
+                self.notes
+                    .push(format!("damaged chunk entry {why}; computed again"));
+                None
+            }
+        }
+    }
+
+    /// Writes the chunk's keys and values (`encode`d) to the disk store, if any.
+    pub fn save(&mut self, chunk: &[u32], encode: impl FnOnce() -> Vec<u8>) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if let Err(e) = store.put(chunk, &encode()) {
+            self.notes.push(format!(
+                "cannot write a chunk entry in {}: {e}",
+                store.dir().display()
+            ));
+        }
+    }
+
+    /// The store's problems since the last call (see the field's notes).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     /// The keys and values of `chunk`, if kept; marks the entry as just used.

@@ -29,6 +29,13 @@ pub trait CondensingModel {
     /// Bytes one entry holds (for a memory's budget).
     fn chunk_kv_bytes(&self, kv: &Self::ChunkKv) -> usize;
 
+    /// One entry as bytes, for a [`crate::DiskStore`].
+    fn encode_chunk_kv(&self, kv: &Self::ChunkKv) -> Vec<u8>;
+
+    /// An entry from [`encode_chunk_kv`](Self::encode_chunk_kv)'s bytes, or `None` when
+    /// they do not describe keys and values of this model.
+    fn decode_chunk_kv(&self, bytes: &[u8]) -> Option<Self::ChunkKv>;
+
     /// Completes the prefill of a batch of chunks (equal lengths `n`) whose own tokens'
     /// keys and values are `chunks`: `prompt` (separator and dynamic prompt, the same for
     /// every chunk) at positions `n..`, its last row the candidate. Returns the caches of
@@ -213,11 +220,20 @@ impl<'m, M: CondensingModel> Session<'m, M> {
                 .map(|j| &ids[plan.chunks[j].clone()])
                 .collect();
             let mut kv: Vec<Option<M::ChunkKv>> = chunks.iter().map(|c| memory.get(c)).collect();
+            for (i, c) in chunks.iter().enumerate() {
+                if kv[i].is_none()
+                    && let Some(loaded) = memory.load(c, |b| model.decode_chunk_kv(b))
+                {
+                    memory.insert(c.to_vec(), loaded.clone(), model.chunk_kv_bytes(&loaded));
+                    kv[i] = Some(loaded);
+                }
+            }
             let missing: Vec<usize> = (0..kv.len()).filter(|&i| kv[i].is_none()).collect();
             if !missing.is_empty() {
                 let rows: Vec<&[u32]> = missing.iter().map(|&i| chunks[i]).collect();
                 for (i, computed) in missing.into_iter().zip(model.chunk_kv(&rows)) {
                     let bytes = model.chunk_kv_bytes(&computed);
+                    memory.save(chunks[i], || model.encode_chunk_kv(&computed));
                     memory.insert(chunks[i].to_vec(), computed.clone(), bytes);
                     kv[i] = Some(computed);
                 }

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use focus_core::{
-    ChunkMemory, CondensingModel, Decode, FocusConfig, Plan, Reading, Sampler, Session,
+    ChunkMemory, CondensingModel, Decode, DiskStore, FocusConfig, Plan, Reading, Sampler, Session,
 };
 
 const BOS: u32 = 1_000_000;
@@ -59,6 +59,25 @@ impl CondensingModel for Fake {
 
     fn chunk_kv_bytes(&self, kv: &Row) -> usize {
         kv.len()
+    }
+
+    fn encode_chunk_kv(&self, kv: &Row) -> Vec<u8> {
+        kv.iter()
+            .flat_map(|&(t, p)| t.to_le_bytes().into_iter().chain((p as u32).to_le_bytes()))
+            .collect()
+    }
+
+    fn decode_chunk_kv(&self, bytes: &[u8]) -> Option<Row> {
+        bytes.len().is_multiple_of(8).then(|| {
+            bytes
+                .chunks_exact(8)
+                .map(|b| {
+                    let t = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+                    let p = u32::from_le_bytes(b[4..].try_into().expect("4 bytes"));
+                    (t, p as usize)
+                })
+                .collect()
+        })
     }
 
     fn prefill_prompts(&self, chunks: &[&Row], prompt: &[u32]) -> (Self::Cache, Self::Candidates) {
@@ -264,6 +283,58 @@ fn a_document_memory_reuses_chunks_and_changes_nothing() {
     let firsts: Vec<u32> = small.entries().iter().map(|(c, _)| c[0]).collect();
     assert_eq!((held, small.bytes()), (vec![25, 25, 13], 63));
     assert_eq!(firsts, [a[200], a[225], a[250]]);
+}
+
+/// A memory over a disk store, in a new process each time (a fresh memory over the same
+/// folder): the second reading computes no chunk and sees exactly what a fresh reading
+/// sees; a damaged entry is noted, computed again and written again; another model's
+/// fingerprint finds nothing.
+#[test]
+fn a_disk_store_outlives_the_memory_and_survives_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = [input(300), vec![901, 902, 903]].concat();
+    let cfg = FocusConfig::new(40, 25).with_max_batch(4);
+    let memory = |fingerprint: &[u8]| {
+        ChunkMemory::new(usize::MAX)
+            .with_store(DiskStore::open(dir.path(), 1 << 20, fingerprint).unwrap())
+    };
+    let read = |m: &mut ChunkMemory<Row>| {
+        let fake = Fake::default();
+        let (mut s, _) =
+            Session::prefill_with_memory(&fake, &cfg, BOS, &ids, m, |_, _| {}).unwrap();
+        let computed: usize = fake.chunk_tokens.borrow().iter().sum();
+        (computed, trace(&fake, &mut s))
+    };
+    let mut first = memory(b"fake");
+    let (computed, fresh) = read(&mut first);
+    assert_eq!(computed, 263);
+    assert_eq!(first.store().unwrap().writes, 11);
+    let mut again = memory(b"fake");
+    assert_eq!(
+        read(&mut again),
+        (0, fresh.clone()),
+        "all 11 chunks from the store"
+    );
+    assert_eq!((again.store().unwrap().hits, again.len()), (11, 11));
+    assert!(again.take_notes().is_empty());
+    // One entry cut short: noted, computed again (25 tokens), rewritten.
+    let entry = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 300)
+        .unwrap();
+    let bytes = std::fs::read(&entry).unwrap();
+    std::fs::write(&entry, &bytes[..bytes.len() - 1]).unwrap();
+    let mut damaged = memory(b"fake");
+    assert_eq!(read(&mut damaged), (25, fresh.clone()));
+    let notes = damaged.take_notes();
+    assert!(
+        notes.len() == 1 && notes[0].contains("truncated"),
+        "{notes:?}"
+    );
+    assert_eq!(std::fs::read(&entry).unwrap(), bytes, "written again whole");
+    // Another model's fingerprint shares nothing.
+    assert_eq!(read(&mut memory(b"other")).0, 263);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! keys and values handed to the local pass.
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use focus_core::CondensingModel;
 
 use crate::layers::{LayerKv, Rows};
@@ -73,6 +74,14 @@ impl CondensingModel for LlamaForCausalLM {
                 (l.k.shape().num_elements() + l.v.shape().num_elements()) * elem
             })
             .sum()
+    }
+
+    fn encode_chunk_kv(&self, kv: &Vec<LayerKv>) -> Vec<u8> {
+        encode_kv(kv)
+    }
+
+    fn decode_chunk_kv(&self, bytes: &[u8]) -> Option<Vec<LayerKv>> {
+        decode_kv(bytes, &self.device(), self.model.layers.len())
     }
 
     fn prefill_prompts(&self, chunks: &[&Vec<LayerKv>], prompt: &[u32]) -> (KvCache, Candidates) {
@@ -173,4 +182,60 @@ impl CondensingModel for LlamaForCausalLM {
             .try_to_vec::<f32>()
             .expect("float logits")
     }
+}
+
+/// A chunk's keys and values as bytes: the float type (1 byte: 0 f32, 1 f16, 2 bf16), the
+/// shape shared by every tensor (4 × u32, little endian), then each layer's keys and values
+/// in their own float type, little endian.
+fn encode_kv(kv: &[LayerKv]) -> Vec<u8> {
+    let first = &kv[0].k;
+    let tag = match first.dtype() {
+        DType::F16 => 1u8,
+        DType::BF16 => 2,
+        _ => 0,
+    };
+    let mut out = vec![tag];
+    for d in first.dims() {
+        out.extend_from_slice(&(d as u32).to_le_bytes());
+    }
+    for l in kv {
+        for t in [&l.k, &l.v] {
+            out.extend_from_slice(t.clone().into_data().as_bytes());
+        }
+    }
+    out
+}
+
+/// [`encode_kv`]'s bytes back as `layers` layers on `device`, or `None` when they do not
+/// hold that many layers of one shape.
+fn decode_kv(bytes: &[u8], device: &Device, layers: usize) -> Option<Vec<LayerKv>> {
+    let dtype = match *bytes.first()? {
+        0 => DType::F32,
+        1 => DType::F16,
+        2 => DType::BF16,
+        _ => return None,
+    };
+    let dims: Vec<usize> = bytes
+        .get(1..17)?
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .collect();
+    let shape = [dims[0], dims[1], dims[2], dims[3]];
+    let size = shape.iter().product::<usize>().checked_mul(dtype.size())?;
+    let body = &bytes[17..];
+    if size == 0 || body.len() != 2 * layers * size {
+        return None;
+    }
+    let mut tensors = body.chunks_exact(size).map(|b| {
+        let data = TensorData::from_bytes_vec(b.to_vec(), shape, dtype);
+        Tensor::<4>::from_data(data, device)
+    });
+    (0..layers)
+        .map(|_| {
+            Some(LayerKv {
+                k: tensors.next()?,
+                v: tensors.next()?,
+            })
+        })
+        .collect()
 }

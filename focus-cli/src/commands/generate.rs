@@ -4,10 +4,10 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::Result;
-use focus_core::{CondensingModel, Reading, Sampler, Session};
+use focus_core::{ChunkMemory, CondensingModel, Reading, Sampler, Session};
 use serde::Serialize;
 
-use crate::args::{FocusArgs, Format, InputArgs, ModelArgs};
+use crate::args::{FocusArgs, Format, InputArgs, ModelArgs, StoreArgs};
 use crate::load::load_model;
 
 /// Generate a continuation of a prompt.
@@ -44,6 +44,8 @@ pub struct Args {
     /// Output: `text` streams tokens; `json` prints one object at the end.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Serialize)]
@@ -53,6 +55,16 @@ struct Report {
     top_logits: Vec<(u32, f32)>,
     plan: PlanReport,
     timings: Timings,
+    /// The disk store's lookups during this read (with `--memory-dir`).
+    store: Option<StoreReport>,
+}
+
+#[derive(Serialize)]
+struct StoreReport {
+    hits: usize,
+    misses: usize,
+    damaged: usize,
+    writes: usize,
 }
 
 #[derive(Serialize)]
@@ -110,18 +122,32 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     };
     crate::load::check_memory(&device, cfg, focus_cfg, ids.len() + args.max_new_tokens)?;
     let bar = crate::output::progress_bar(quiet || args.format == Format::Json, "chunks");
+    let mut memory = ChunkMemory::new(0);
+    if let Some(store) = crate::load::open_store(&args.store, &args.model, &device)? {
+        memory = memory.with_store(store);
+    }
     let t0 = Instant::now();
-    let (mut session, logits) = Session::read(
+    let (mut session, logits) = Session::read_with_memory(
         &loaded.model,
         reading,
         cfg.bos_token_id,
         &ids,
+        &mut memory,
         |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         },
     )?;
     bar.finish_and_clear();
+    for note in memory.take_notes() {
+        tracing::warn!("{note}");
+    }
+    let store = memory.store().map(|s| StoreReport {
+        hits: s.hits,
+        misses: s.misses,
+        damaged: s.damaged,
+        writes: s.writes,
+    });
     let first = loaded.model.logits_row(logits);
     let prefill_s = t0.elapsed().as_secs_f64();
     let top_logits = top_k(&first, 20);
@@ -195,6 +221,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                     decode_tokens_per_s: generated.len().saturating_sub(1) as f64
                         / decode_s.max(1e-9),
                 },
+                store,
             };
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         }

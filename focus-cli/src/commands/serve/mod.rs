@@ -20,7 +20,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use focus_core::Reading;
+use focus_core::{ChunkMemory, Reading};
 use focus_model::{ChatTemplate, LlamaConfig, Tokenizer};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -70,6 +70,8 @@ pub struct Args {
     /// E.g. 2GiB, 512MiB, 0.
     #[arg(long, default_value = "2GiB", value_parser = crate::args::parse_bytes)]
     pub memory_budget: usize,
+    #[command(flatten)]
+    pub store: crate::args::StoreArgs,
 }
 
 struct AppState {
@@ -85,7 +87,7 @@ struct AppState {
 }
 
 pub fn run(args: Args, quiet: bool) -> Result<()> {
-    let (loaded, _device) = load_model(&args.model, true)?;
+    let (loaded, device) = load_model(&args.model, true)?;
     let config = loaded.model.config().clone();
     // The server's own settings must be valid before it listens.
     args.focus.config(&config)?;
@@ -105,8 +107,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         max_tokens_limit: args.max_tokens_limit,
         default_max_tokens: args.default_max_tokens,
     });
-    let budget = args.memory_budget;
-    let model_thread = std::thread::spawn(move || worker::run(loaded, queue, budget));
+    let mut memory = ChunkMemory::new(args.memory_budget);
+    if let Some(store) = crate::load::open_store(&args.store, &args.model, &device)? {
+        memory = memory.with_store(store);
+    }
+    let model_thread = std::thread::spawn(move || worker::run(loaded, queue, memory));
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/models", get(models))

@@ -33,12 +33,14 @@ pub enum Event {
     Failed(String),
 }
 
-/// Runs jobs until the queue closes, with a document memory of `memory_budget` bytes.
-pub fn run(loaded: Loaded, mut jobs: mpsc::Receiver<Job>, memory_budget: usize) {
-    let mut memory = ChunkMemory::new(memory_budget);
+/// Runs jobs until the queue closes, with `memory` (and its disk store, if any).
+pub fn run(loaded: Loaded, mut jobs: mpsc::Receiver<Job>, mut memory: ChunkMemory<Vec<LayerKv>>) {
     while let Some(job) = jobs.blocking_recv() {
         if let Err(e) = serve_one(&loaded, &job, &mut memory) {
             let _ = job.reply.blocking_send(Event::Failed(e.to_string()));
+        }
+        for note in memory.take_notes() {
+            tracing::warn!("{note}");
         }
     }
 }

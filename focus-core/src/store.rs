@@ -1,0 +1,323 @@
+//! A document memory on disk: chunk keys and values kept across processes and restarts.
+//!
+//! A chunk's keys and values depend on its tokens and on nothing else of the input
+//! ([`crate::memory`]), so they can be kept in files and read by any later process that
+//! runs the same model the same way. An entry is keyed by the chunk's tokens and a
+//! *fingerprint* of everything else its values depend on (the model's weights, the float
+//! type, the backend), which the caller computes. Each file holds:
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 8 | magic `FOCUSKV1` |
+//! | 32 | SHA-256 of the fingerprint and the tokens (also the file's name, in hex) |
+//! | 4 | token count `n` (little endian) |
+//! | 4n | the tokens |
+//! | 8 | payload length |
+//! | 32 | SHA-256 of the payload |
+//! | … | the payload (the model's encoding of the keys and values) |
+//!
+//! A file is written under a temporary name and renamed into place, so a reader (in this
+//! process or another sharing the folder) sees a whole entry or none. A read checks
+//! everything above; a truncated, damaged or foreign file is removed and reported
+//! ([`Lookup::Damaged`]), never used. The folder is kept within a byte budget, the least
+//! recently used files (by modification time, which a read refreshes) removed first.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+const MAGIC: &[u8; 8] = b"FOCUSKV1";
+const SUFFIX: &str = "kv";
+
+/// A folder of chunk entries within a byte budget.
+#[derive(Debug)]
+pub struct DiskStore {
+    dir: PathBuf,
+    budget: u64,
+    fingerprint: [u8; 32],
+    /// Reads answered, reads that found nothing, damaged entries removed, entries written.
+    pub hits: usize,
+    pub misses: usize,
+    pub damaged: usize,
+    pub writes: usize,
+}
+
+/// What a read found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The entry's payload, checked.
+    Found(Vec<u8>),
+    /// No entry for this chunk.
+    Missing,
+    /// An entry that failed a check and was removed; why.
+    Damaged(String),
+}
+
+/// Names of temporary files are unique within the process; the process id makes them unique
+/// across processes.
+static TEMP: AtomicU64 = AtomicU64::new(0);
+
+impl DiskStore {
+    /// Opens (creating it if needed) the folder `dir`, for entries made under `fingerprint`
+    /// (see the module's notes), within `budget` bytes.
+    pub fn open(dir: &Path, budget: u64, fingerprint: &[u8]) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            budget,
+            fingerprint: Sha256::digest(fingerprint).into(),
+            hits: 0,
+            misses: 0,
+            damaged: 0,
+            writes: 0,
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn key(&self, chunk: &[u32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.fingerprint);
+        for t in chunk {
+            h.update(t.to_le_bytes());
+        }
+        h.finalize().into()
+    }
+
+    fn path(&self, key: &[u8; 32]) -> PathBuf {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}.{SUFFIX}"))
+    }
+
+    /// Reads the entry of `chunk`.
+    pub fn get(&mut self, chunk: &[u32]) -> Lookup {
+        let key = self.key(chunk);
+        let path = self.path(&key);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(_) => {
+                self.misses += 1;
+                return Lookup::Missing;
+            }
+        };
+        match check(&bytes, &key, chunk) {
+            Ok(payload) => {
+                self.hits += 1;
+                // Marks the entry as just used, for the budget's order.
+                if let Ok(f) = fs::File::options().append(true).open(&path) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
+                Lookup::Found(payload.to_vec())
+            }
+            Err(why) => {
+                self.damaged += 1;
+                let _ = fs::remove_file(&path);
+                Lookup::Damaged(format!("{}: {why}", path.display()))
+            }
+        }
+    }
+
+    /// Writes the entry of `chunk` (replacing any), then removes the least recently used
+    /// entries until the folder fits the budget. An entry larger than the budget is not
+    /// written.
+    pub fn put(&mut self, chunk: &[u32], payload: &[u8]) -> std::io::Result<()> {
+        let key = self.key(chunk);
+        let mut bytes = Vec::with_capacity(84 + 4 * chunk.len() + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&key);
+        bytes.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        for t in chunk {
+            bytes.extend_from_slice(&t.to_le_bytes());
+        }
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(payload));
+        bytes.extend_from_slice(payload);
+        if bytes.len() as u64 > self.budget {
+            return Ok(());
+        }
+        let n = TEMP.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".{}-{n}.tmp", std::process::id()));
+        let written = fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
+            .and_then(|()| fs::rename(&tmp, self.path(&key)));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        self.writes += 1;
+        self.evict()
+    }
+
+    /// The entries' files, oldest use first, with their sizes.
+    fn entries(&self) -> std::io::Result<Vec<(SystemTime, u64, PathBuf)>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == SUFFIX)
+                && let Ok(m) = e.metadata()
+            {
+                out.push((m.modified()?, m.len(), path));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Bytes and number of the entries on disk.
+    pub fn usage(&self) -> std::io::Result<(u64, usize)> {
+        let e = self.entries()?;
+        Ok((e.iter().map(|(_, n, _)| n).sum(), e.len()))
+    }
+
+    fn evict(&self) -> std::io::Result<()> {
+        let entries = self.entries()?;
+        let mut total: u64 = entries.iter().map(|(_, n, _)| n).sum();
+        for (_, n, path) in entries {
+            if total <= self.budget {
+                break;
+            }
+            // Another process may have removed it already.
+            let _ = fs::remove_file(path);
+            total -= n;
+        }
+        Ok(())
+    }
+}
+
+/// The payload of an entry's bytes, or why they are not the entry of `chunk` under `key`.
+fn check<'a>(bytes: &'a [u8], key: &[u8; 32], chunk: &[u32]) -> Result<&'a [u8], String> {
+    let mut at = 0;
+    let mut take = |n: usize| -> Result<&'a [u8], String> {
+        let s = bytes
+            .get(at..at + n)
+            .ok_or_else(|| format!("truncated at byte {at}"))?;
+        at += n;
+        Ok(s)
+    };
+    if take(8)? != MAGIC {
+        return Err("not a chunk entry".into());
+    }
+    if take(32)? != key {
+        return Err("made under another key".into());
+    }
+    let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+    if n != chunk.len() {
+        return Err(format!("holds {n} tokens, the chunk has {}", chunk.len()));
+    }
+    let tokens = take(4 * n)?;
+    if tokens
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .ne(chunk.iter().copied())
+    {
+        return Err("holds other tokens".into());
+    }
+    let len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
+    let sum = take(32)?.to_vec();
+    let payload = take(len)?;
+    if take(1).is_ok() {
+        return Err("longer than its payload".into());
+    }
+    if Sha256::digest(payload).as_slice() != sum {
+        return Err("its payload does not match its checksum".into());
+    }
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path, budget: u64, fingerprint: &[u8]) -> DiskStore {
+        DiskStore::open(dir, budget, fingerprint).unwrap()
+    }
+
+    #[test]
+    fn entries_come_back_across_openings_and_only_for_their_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = store(dir.path(), 1 << 20, b"model a");
+        assert_eq!(a.get(&[1, 2, 3]), Lookup::Missing);
+        a.put(&[1, 2, 3], b"kv of 1 2 3").unwrap();
+        drop(a);
+        let mut a = store(dir.path(), 1 << 20, b"model a");
+        assert_eq!(a.get(&[1, 2, 3]), Lookup::Found(b"kv of 1 2 3".to_vec()));
+        assert_eq!(a.get(&[1, 2]), Lookup::Missing);
+        let mut b = store(dir.path(), 1 << 20, b"model b");
+        assert_eq!(b.get(&[1, 2, 3]), Lookup::Missing);
+        assert_eq!((a.hits, a.misses, a.writes), (1, 1, 0));
+    }
+
+    #[test]
+    fn a_damaged_entry_is_removed_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 1 << 20, b"m");
+        let chunk = [7u32, 8, 9];
+        let path = s.path(&s.key(&chunk));
+        type Damage = fn(&mut Vec<u8>);
+        let cases: [(&str, Damage); 5] = [
+            ("truncated", |b| b.truncate(b.len() - 3)),
+            ("checksum", |b| *b.last_mut().unwrap() ^= 1),
+            ("tokens", |b| b[44] ^= 1),
+            ("magic", |b| b[0] = b'X'),
+            ("longer", |b| b.push(0)),
+        ];
+        for (what, damage) in cases {
+            s.put(&chunk, b"payload").unwrap();
+            let mut bytes = fs::read(&path).unwrap();
+            damage(&mut bytes);
+            fs::write(&path, &bytes).unwrap();
+            assert!(matches!(s.get(&chunk), Lookup::Damaged(_)), "{what}");
+            assert!(!path.exists(), "{what}: the damaged file is removed");
+            assert_eq!(s.get(&chunk), Lookup::Missing, "{what}");
+        }
+        assert_eq!(s.damaged, 5);
+    }
+
+    #[test]
+    fn the_folder_keeps_within_its_budget_least_recently_used_out() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each entry: 84 bytes of header, 4 of token, 100 of payload.
+        let mut s = store(dir.path(), 3 * 188, b"m");
+        let payload = [0u8; 100];
+        for t in 0..3 {
+            s.put(&[t], &payload).unwrap();
+            // Modification times one second apart, so the order is certain.
+            let f = fs::File::options()
+                .append(true)
+                .open(s.path(&s.key(&[t])))
+                .unwrap();
+            f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t as u64 + 1))
+                .unwrap();
+        }
+        assert_eq!(s.usage().unwrap(), (3 * 188, 3));
+        // Reading 0 makes it the most recent; writing 3 then removes 1.
+        assert!(matches!(s.get(&[0]), Lookup::Found(_)));
+        s.put(&[3], &payload).unwrap();
+        assert_eq!(s.usage().unwrap(), (3 * 188, 3));
+        assert_eq!(s.get(&[1]), Lookup::Missing);
+        assert!(matches!(s.get(&[0]), Lookup::Found(_)));
+        // An entry larger than the whole budget is not written.
+        s.put(&[4], &[0u8; 1000]).unwrap();
+        assert_eq!(s.get(&[4]), Lookup::Missing);
+        // No temporary file is left behind.
+        let left = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_none_or(|x| x != SUFFIX)
+            })
+            .count();
+        assert_eq!(left, 0);
+    }
+}
