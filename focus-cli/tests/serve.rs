@@ -112,13 +112,28 @@ fn tiny_chat(dir: &Path) -> String {
 #[test]
 fn the_openai_endpoints_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store").display().to_string();
     let s = serve(
         &tiny_chat(dir.path()),
-        &["--local-window", "64", "--chunk", "32"],
+        &[
+            "--local-window",
+            "64",
+            "--chunk",
+            "32",
+            "--memory-dir",
+            &store,
+        ],
     );
     let a = &s.addr;
-    let (status, body) = request(a, "GET", "/health", b"");
-    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let get = |path: &str| {
+        let (status, body) = request(a, "GET", path, b"");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<Value>(&body).expect("json")
+    };
+    let health = get("/health");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["memory"]["chunks"], 0, "{health}");
+    assert_eq!(health["memory"]["disk"]["entries"], 0, "{health}");
     let (status, body) = request(a, "GET", "/v1/models", b"");
     assert_eq!(status, 200);
     let models: Value = serde_json::from_str(&body).expect("json");
@@ -170,6 +185,17 @@ fn the_openai_endpoints_answer() {
             .as_str()
             .expect("text")
     );
+    // The document memory after the two reads of one long prompt: every chunk of the first
+    // read computed (and written to the folder), every one of the second found in memory.
+    // The text repeats itself, so the memory and the folder hold fewer distinct chunks.
+    let memory = get("/memory");
+    let count = |v: &Value| v.as_u64().expect("count");
+    let (chunks, hits) = (count(&memory["chunks"]), count(&memory["hits"]));
+    assert!(chunks > 0 && hits >= chunks, "{memory}");
+    assert_eq!(count(&memory["lookups"]), 2 * hits, "{memory}");
+    assert_eq!(count(&memory["disk"]["writes"]), hits, "{memory}");
+    assert_eq!(count(&memory["disk"]["entries"]), chunks, "{memory}");
+    assert_eq!(get("/health")["memory"], memory);
 
     let req = json!({"model": "tiny", "prompt": "hello", "max_tokens": 3, "temperature": 0});
     let (status, v, text) = post(a, "/v1/completions", &req);

@@ -30,7 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::args::{FocusArgs, ModelArgs};
 use crate::load::load_model;
 use api::{ApiError, ChatRequest, Common, CompletionRequest, Usage, now};
-use worker::{Event, Job};
+use worker::{Event, Job, MemoryReport};
 
 /// Serve the model over HTTP with the OpenAI API.
 #[derive(clap::Args, Debug)]
@@ -111,9 +111,29 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     if let Some(store) = crate::load::open_store(&args.store, &args.model, &device)? {
         memory = memory.with_store(store);
     }
-    let model_thread = std::thread::spawn(move || worker::run(loaded, queue, memory));
+    let report: MemoryReport = Arc::new(std::sync::Mutex::new(worker::memory_report(&memory)));
+    let shared = report.clone();
+    let model_thread = std::thread::spawn(move || worker::run(loaded, queue, memory, shared));
+    let figures = move || {
+        let r = report.clone();
+        async move { r.lock().map(|v| v.clone()).unwrap_or(Value::Null) }
+    };
+    let health = figures.clone();
     let app = Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(move || {
+                let f = health();
+                async move { Json(json!({"status": "ok", "memory": f.await})) }
+            }),
+        )
+        .route(
+            "/memory",
+            get(move || {
+                let f = figures();
+                async move { Json(f.await) }
+            }),
+        )
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))

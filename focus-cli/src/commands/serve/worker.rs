@@ -3,8 +3,11 @@
 //! stops at the next token. The thread keeps a document memory: chunks read for one request
 //! are not computed again for the next one that holds them.
 
+use std::sync::{Arc, Mutex};
+
 use focus_core::{ChunkMemory, CondensingModel, Reading, Sampler, Session};
 use focus_model::{LayerKv, Loaded};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 /// One generation to run.
@@ -33,14 +36,38 @@ pub enum Event {
     Failed(String),
 }
 
-/// Runs jobs until the queue closes, with `memory` (and its disk store, if any).
-pub fn run(loaded: Loaded, mut jobs: mpsc::Receiver<Job>, mut memory: ChunkMemory<Vec<LayerKv>>) {
+/// The document memory's figures as the server reports them (`/memory`, `/health`),
+/// updated after each job.
+pub type MemoryReport = Arc<Mutex<Value>>;
+
+/// The figures of `memory` and of its disk store.
+pub fn memory_report(memory: &ChunkMemory<Vec<LayerKv>>) -> Value {
+    let disk = memory.store().map(|s| {
+        let (bytes, entries) = s.usage().unwrap_or((0, 0));
+        json!({"dir": s.dir().display().to_string(), "entries": entries, "bytes": bytes,
+               "hits": s.hits, "misses": s.misses, "damaged": s.damaged, "writes": s.writes})
+    });
+    json!({"chunks": memory.len(), "bytes": memory.bytes(), "hits": memory.hits,
+           "lookups": memory.lookups, "disk": disk})
+}
+
+/// Runs jobs until the queue closes, with `memory` (and its disk store, if any), keeping
+/// `report` up to date.
+pub fn run(
+    loaded: Loaded,
+    mut jobs: mpsc::Receiver<Job>,
+    mut memory: ChunkMemory<Vec<LayerKv>>,
+    report: MemoryReport,
+) {
     while let Some(job) = jobs.blocking_recv() {
         if let Err(e) = serve_one(&loaded, &job, &mut memory) {
             let _ = job.reply.blocking_send(Event::Failed(e.to_string()));
         }
         for note in memory.take_notes() {
             tracing::warn!("{note}");
+        }
+        if let Ok(mut r) = report.lock() {
+            *r = memory_report(&memory);
         }
     }
 }
