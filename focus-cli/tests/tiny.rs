@@ -4,11 +4,11 @@
 use crate::common::{fails, fixture, focus, json, ok, tiny};
 use serde_json::Value;
 
-#[test]
-fn generate_json_reports_tokens_logits_and_plan() {
+/// `generate --format json` on the tiny model with a prompt long enough for 6 memory chunks
+/// (`W = 32`, `S = 16`), then `extra`.
+fn long_generate(extra: &[&str]) -> Vec<String> {
     let prompt = "a long enough prompt for memory chunks ".repeat(3);
-    let v = json(&ok(&[
-        "-q",
+    let args = [
         "generate",
         "--model",
         &tiny(),
@@ -22,7 +22,14 @@ fn generate_json_reports_tokens_logits_and_plan() {
         "5",
         "--format",
         "json",
-    ]));
+    ];
+    args.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn generate_json_reports_tokens_logits_and_plan() {
+    let args = long_generate(&["-q"]);
+    let v = json(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     let ids = v["generated_ids"].as_array().expect("ids");
     assert!(!ids.is_empty() && ids.len() <= 5);
     assert_eq!(v["top_logits"].as_array().expect("top").len(), 20);
@@ -41,25 +48,9 @@ fn generate_json_reports_tokens_logits_and_plan() {
 fn a_disk_store_answers_a_later_process_exactly() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = dir.path().join("store");
-    let prompt = "a long enough prompt for memory chunks ".repeat(3);
     let run = || {
         let out = focus()
-            .args([
-                "generate",
-                "--model",
-                &tiny(),
-                "--prompt",
-                &prompt,
-                "--local-window",
-                "32",
-                "--chunk",
-                "16",
-                "--max-new-tokens",
-                "5",
-                "--format",
-                "json",
-                "--memory-dir",
-            ])
+            .args(long_generate(&["--memory-dir"]))
             .arg(&store)
             .output()
             .expect("run");
