@@ -167,10 +167,10 @@ pub fn open_store(
     files.sort();
     let mut h = Sha256::new();
     h.update(b"focus chunk keys and values 1");
+    let mut buf = vec![0u8; 1 << 20];
     for f in &files {
         let mut file =
             std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = std::io::Read::read(&mut file, &mut buf)
                 .with_context(|| format!("reading {}", f.display()))?;

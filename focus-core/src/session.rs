@@ -149,12 +149,12 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         memory: &mut ChunkMemory<M::ChunkKv>,
         progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
-        let Some(input) = reading.plain_input(ids, bos) else {
-            let Reading::Focus(cfg) = reading else {
-                unreachable!("only FocusLLM reads with a memory")
-            };
+        if let Reading::Focus(cfg) = reading {
             return Self::prefill_with_memory(model, &cfg, bos, ids, memory, progress);
-        };
+        }
+        let input = reading
+            .plain_input(ids, bos)
+            .expect("a baseline reads its input in one pass");
         let last = *ids
             .last()
             .ok_or_else(|| Error::Input("empty input".into()))?;

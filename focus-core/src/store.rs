@@ -39,6 +39,10 @@ pub struct DiskStore {
     dir: PathBuf,
     budget: u64,
     fingerprint: [u8; 32],
+    /// Bytes on disk as of the last scan of the folder, plus what this store wrote since
+    /// (an upper bound when a write replaced an entry or another process removed some): the
+    /// folder is scanned again only when this passes the budget.
+    used: u64,
     /// Reads answered, reads that found nothing, damaged entries removed, entries written.
     pub hits: usize,
     pub misses: usize,
@@ -66,15 +70,18 @@ impl DiskStore {
     /// (see the module's notes), within `budget` bytes.
     pub fn open(dir: &Path, budget: u64, fingerprint: &[u8]) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(Self {
+        let mut store = Self {
             dir: dir.to_path_buf(),
             budget,
             fingerprint: Sha256::digest(fingerprint).into(),
+            used: 0,
             hits: 0,
             misses: 0,
             damaged: 0,
             writes: 0,
-        })
+        };
+        store.used = store.usage()?.0;
+        Ok(store)
     }
 
     /// The folder.
@@ -152,7 +159,11 @@ impl DiskStore {
         }
         written?;
         self.writes += 1;
-        self.evict()
+        self.used += bytes.len() as u64;
+        if self.used > self.budget {
+            self.evict()?;
+        }
+        Ok(())
     }
 
     /// The entries' files, oldest use first, with their sizes.
@@ -177,7 +188,8 @@ impl DiskStore {
         Ok((e.iter().map(|(_, n, _)| n).sum(), e.len()))
     }
 
-    fn evict(&self) -> std::io::Result<()> {
+    /// Scans the folder and removes the least recently used entries until it fits.
+    fn evict(&mut self) -> std::io::Result<()> {
         let entries = self.entries()?;
         let mut total: u64 = entries.iter().map(|(_, n, _)| n).sum();
         for (_, n, path) in entries {
@@ -188,6 +200,7 @@ impl DiskStore {
             let _ = fs::remove_file(path);
             total -= n;
         }
+        self.used = total;
         Ok(())
     }
 }

@@ -114,24 +114,21 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let report: MemoryReport = Arc::new(std::sync::Mutex::new(worker::memory_report(&memory)));
     let shared = report.clone();
     let model_thread = std::thread::spawn(move || worker::run(loaded, queue, memory, shared));
-    let figures = move || {
-        let r = report.clone();
-        async move { r.lock().map(|v| v.clone()).unwrap_or(Value::Null) }
-    };
+    let figures = move || report.lock().map(|v| v.clone()).unwrap_or(Value::Null);
     let health = figures.clone();
     let app = Router::new()
         .route(
             "/health",
             get(move || {
-                let f = health();
-                async move { Json(json!({"status": "ok", "memory": f.await})) }
+                let memory = health();
+                async move { Json(json!({"status": "ok", "memory": memory})) }
             }),
         )
         .route(
             "/memory",
             get(move || {
-                let f = figures();
-                async move { Json(f.await) }
+                let memory = figures();
+                async move { Json(memory) }
             }),
         )
         .route("/v1/models", get(models))
