@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use focus_core::{Decode, FocusConfig};
+use focus_core::{Decode, FocusConfig, PromptConfig};
 use focus_model::LlamaConfig;
 
-use crate::device::Dtype;
+use crate::device::{DeviceName, Dtype};
 
 /// Model and device options.
 #[derive(clap::Args, Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct ModelArgs {
     /// compiled in), cpu, wgpu, vulkan, metal, cuda or cuda:N; only the backends compiled into
     /// this binary are available.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: DeviceName,
     /// Float type of the computation (their accuracy: docs/backends.md).
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     pub dtype: Dtype,
@@ -43,6 +43,18 @@ pub struct FocusArgs {
     /// How many chunks run through the model in one batched pass.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// How tokens are decoded after the prefill: `exact` (the method: the local window is computed again
+    /// at every token) or `cached-window` (approximate and faster: the window's keys and
+    /// values are kept from the prefill; docs/serving.md has its measured cost).
+    #[arg(long, value_enum, default_value_t = DecodeArg::Exact)]
+    pub decoding: DecodeArg,
+}
+
+/// The dynamic prompt's settings, shared by inference and training.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PromptArgs {
     /// Cap on the dynamic prompt length (512 in the paper).
     #[arg(long, default_value_t = 512)]
     pub prompt_cap: usize,
@@ -50,11 +62,25 @@ pub struct FocusArgs {
     /// choice), `eos` (the model's first end-of-sequence token) or a token id.
     #[arg(long, default_value = "bos")]
     pub separator: Separator,
-    /// How tokens are decoded after the prefill: `exact` (the method: the local window is computed again
-    /// at every token) or `cached-window` (approximate and faster: the window's keys and
-    /// values are kept from the prefill; docs/serving.md has its measured cost).
-    #[arg(long, value_enum, default_value_t = DecodeArg::Exact)]
-    pub decoding: DecodeArg,
+}
+
+impl PromptArgs {
+    /// The settings for `model`.
+    pub fn config(&self, model: &LlamaConfig) -> Result<PromptConfig> {
+        Ok(PromptConfig {
+            separator: self.separator.resolve(model)?,
+            ..self.shape()
+        })
+    }
+
+    /// The settings before a model is loaded (the separator left at BOS: its token depends
+    /// on the model).
+    pub fn shape(&self) -> PromptConfig {
+        PromptConfig {
+            cap: self.prompt_cap,
+            separator: None,
+        }
+    }
 }
 
 /// `--decoding`.
@@ -121,7 +147,7 @@ impl FocusArgs {
     /// Checked settings for `model`.
     pub fn config(&self, model: &LlamaConfig) -> Result<FocusConfig> {
         let mut cfg = self.shape(model.max_position_embeddings)?;
-        cfg.separator = self.separator.resolve(model)?;
+        cfg.prompt = self.prompt.config(model)?;
         Ok(cfg)
     }
 
@@ -132,9 +158,8 @@ impl FocusArgs {
         let cfg = FocusConfig {
             local_window,
             chunk_len: self.chunk.unwrap_or(local_window),
-            prompt_cap: self.prompt_cap,
+            prompt: self.prompt.shape(),
             max_batch: self.batch,
-            separator: None,
             decode: self.decoding.into(),
         };
         cfg.validate()?;

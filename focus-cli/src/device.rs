@@ -37,8 +37,8 @@ pub fn env() -> Option<String> {
 
 /// `BURN_DEVICE` takes this program's device names (`cpu`, `cuda:1`, `auto`), but burn reads
 /// it too wherever it makes a default device (loading an optimizer's state does), and panics on
-/// names it spells otherwise. Keeps the value for [`parse`], then rewrites the variable to
-/// burn's spelling of the same device.
+/// names it spells otherwise. Keeps the value for [`DeviceName::device`], then rewrites the
+/// variable to burn's spelling of the same device.
 pub fn read_env() {
     let Ok(v) = std::env::var("BURN_DEVICE") else {
         return;
@@ -72,56 +72,109 @@ pub fn is_cpu(device: &Device) -> bool {
     }
 }
 
-/// Parses a device name: `auto` (honours `BURN_DEVICE`), `cpu`, `wgpu`, `vulkan`,
-/// `metal`, `cuda[:N]`, each only when compiled in.
-pub fn parse(name: &str) -> Result<Device> {
-    let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => (
-            k,
-            i.parse::<usize>()
-                .map_err(|_| anyhow::anyhow!("bad device index in {name:?}"))?,
-        ),
-        None => (name, 0),
-    };
-    #[cfg(not(feature = "cuda"))]
-    let _ = index; // only CUDA devices are numbered here
-    let device = match kind {
-        "auto" => {
-            // BURN_DEVICE takes the same names as --device (burn's own parser panics on
-            // a backend that is not compiled in, and its `cpu` is another backend).
-            match env() {
-                Some(v) if !v.is_empty() && v != "auto" => return parse(&v),
-                _ => return parse(default_name()),
-            }
-        }
-        #[cfg(feature = "flex")]
-        "cpu" | "flex" => Device::flex(),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu(DeviceKind::DefaultDevice),
-        #[cfg(feature = "vulkan")]
-        "vulkan" => Device::vulkan(DeviceKind::DefaultDevice),
-        #[cfg(feature = "metal")]
-        "metal" => Device::metal(DeviceKind::DefaultDevice),
-        #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(index),
-        _ => bail!(
-            "unknown or not compiled-in device {name:?} (this build has: {})",
-            compiled().join(", ")
-        ),
-    };
-    Ok(device)
+/// `--device`: a backend compiled into this binary, checked when the arguments are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceName {
+    /// `BURN_DEVICE` when set (with the same names), else the CPU when compiled in.
+    Auto,
+    Cpu,
+    Wgpu,
+    Vulkan,
+    Metal,
+    /// A CUDA device by index.
+    Cuda(usize),
 }
 
-/// What `auto` means without `BURN_DEVICE`: the CPU when compiled in.
-fn default_name() -> &'static str {
-    if cfg!(feature = "flex") {
-        "cpu"
-    } else if cfg!(feature = "cuda") {
-        "cuda"
-    } else if cfg!(feature = "vulkan") {
-        "vulkan"
-    } else {
-        "wgpu"
+impl std::str::FromStr for DeviceName {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<Self, String> {
+        let name = name.trim();
+        let (kind, index) = match name.split_once(':') {
+            Some((k, i)) => (
+                k,
+                Some(
+                    i.parse::<usize>()
+                        .map_err(|_| format!("bad device index in {name:?}"))?,
+                ),
+            ),
+            None => (name, None),
+        };
+        let device = match (kind, index) {
+            ("auto", None) => Self::Auto,
+            ("cpu" | "flex", None) if cfg!(feature = "flex") => Self::Cpu,
+            ("wgpu", None) if cfg!(feature = "wgpu") => Self::Wgpu,
+            ("vulkan", None) if cfg!(feature = "vulkan") => Self::Vulkan,
+            ("metal", None) if cfg!(feature = "metal") => Self::Metal,
+            ("cuda", i) if cfg!(feature = "cuda") => Self::Cuda(i.unwrap_or(0)),
+            _ => {
+                return Err(format!(
+                    "unknown or not compiled-in device {name:?} (this build has: {})",
+                    compiled().join(", ")
+                ));
+            }
+        };
+        Ok(device)
+    }
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Wgpu => f.write_str("wgpu"),
+            Self::Vulkan => f.write_str("vulkan"),
+            Self::Metal => f.write_str("metal"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl DeviceName {
+    /// The device: `auto` resolved (through `BURN_DEVICE`, which takes the same names:
+    /// burn's own parser panics on a backend that is not compiled in, and its `cpu` is
+    /// another backend).
+    pub fn device(self) -> Result<Device> {
+        Ok(match self {
+            Self::Auto => match env() {
+                Some(v) if !v.is_empty() && v != "auto" => match v
+                    .parse::<Self>()
+                    .map_err(|e| anyhow::anyhow!("BURN_DEVICE: {e}"))?
+                {
+                    Self::Auto => Self::default_device(),
+                    name => name,
+                }
+                .device()?,
+                _ => Self::default_device().device()?,
+            },
+            #[cfg(feature = "flex")]
+            Self::Cpu => Device::flex(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Device::wgpu(DeviceKind::DefaultDevice),
+            #[cfg(feature = "vulkan")]
+            Self::Vulkan => Device::vulkan(DeviceKind::DefaultDevice),
+            #[cfg(feature = "metal")]
+            Self::Metal => Device::metal(DeviceKind::DefaultDevice),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(i) => Device::cuda(i),
+            // Parsing admits only the backends compiled in.
+            #[allow(unreachable_patterns)]
+            other => bail!("device {other} is not compiled into this build"),
+        })
+    }
+
+    /// What `auto` means without `BURN_DEVICE`: the CPU when compiled in.
+    fn default_device() -> Self {
+        if cfg!(feature = "flex") {
+            Self::Cpu
+        } else if cfg!(feature = "cuda") {
+            Self::Cuda(0)
+        } else if cfg!(feature = "vulkan") {
+            Self::Vulkan
+        } else {
+            Self::Wgpu
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use crate::args::{InputArgs, ModelArgs, StoreArgs};
 
 /// Builds the device and loads the model (with candidate projections when `focus`).
 pub fn load_model(args: &ModelArgs, focus: bool) -> Result<(Loaded, Device)> {
-    let mut device = crate::device::parse(&args.device)?;
+    let mut device = args.device.device()?;
     crate::device::set_dtype(&mut device, args.dtype)?;
     if !args.model.exists() {
         bail!(

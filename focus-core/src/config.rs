@@ -11,18 +11,39 @@ pub struct FocusConfig {
     pub local_window: usize,
     /// Chunk length `S` of the memory.
     pub chunk_len: usize,
-    /// Cap on the dynamic prompt: `p = min(prompt_cap, S, W)` (512 in the paper).
-    pub prompt_cap: usize,
+    /// The dynamic prompt each chunk reads.
+    #[serde(flatten)]
+    pub prompt: PromptConfig,
     /// How many chunks go through the model in one batched pass (bounds activation memory).
     pub max_batch: usize,
+    /// How generated tokens are decoded after the prefill.
+    #[serde(default)]
+    pub decode: Decode,
+}
+
+/// The dynamic prompt that follows each chunk: the separator, then the last
+/// `p = min(cap, S, W)` tokens of the local window. Training and inference share it, so a
+/// trained file and the reading that uses it agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptConfig {
+    /// Cap on the dynamic prompt's tokens (512 in the paper).
+    #[serde(rename = "prompt_cap")]
+    pub cap: usize,
     /// The token between a chunk and its dynamic prompt. `None` is the BOS given to the
     /// plan, as in the reference (which hard-codes Llama-2's BOS, id 1); a model whose BOS
     /// is not a document start may do better with another (e.g. its end-of-text token).
     #[serde(default)]
     pub separator: Option<u32>,
-    /// How generated tokens are decoded after the prefill.
-    #[serde(default)]
-    pub decode: Decode,
+}
+
+impl Default for PromptConfig {
+    /// The reference's prompt: at most 512 tokens after BOS.
+    fn default() -> Self {
+        Self {
+            cap: 512,
+            separator: None,
+        }
+    }
 }
 
 /// How FocusLLM decodes after the prefill.
@@ -45,9 +66,8 @@ impl Default for FocusConfig {
         Self {
             local_window: 2048,
             chunk_len: 2048,
-            prompt_cap: 512,
+            prompt: PromptConfig::default(),
             max_batch: 16,
-            separator: None,
             decode: Decode::Exact,
         }
     }
@@ -74,7 +94,7 @@ impl FocusConfig {
         for (name, v) in [
             ("local window", self.local_window),
             ("chunk length", self.chunk_len),
-            ("prompt cap", self.prompt_cap),
+            ("prompt cap", self.prompt.cap),
             ("batch size", self.max_batch),
         ] {
             if v == 0 {
@@ -86,7 +106,7 @@ impl FocusConfig {
 
     /// Dynamic-prompt length `p = min(prompt_cap, S, W)`.
     pub fn prompt_len(&self) -> usize {
-        self.prompt_cap.min(self.chunk_len).min(self.local_window)
+        self.prompt.cap.min(self.chunk_len).min(self.local_window)
     }
 
     /// Memory chunks `C` of an input of `len` tokens: everything before the last `W`

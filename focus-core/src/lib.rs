@@ -21,7 +21,7 @@ pub mod sample;
 pub mod session;
 pub mod store;
 
-pub use config::{Decode, FocusConfig};
+pub use config::{Decode, FocusConfig, PromptConfig};
 pub use error::{Error, Result};
 pub use memory::ChunkMemory;
 pub use plan::{Plan, window_input};

@@ -67,9 +67,9 @@ impl Plan {
             .step_by(cfg.chunk_len)
             .map(|s| s..(s + cfg.chunk_len).min(memory_end))
             .collect();
-        let p = cfg.prompt_cap.min(cfg.chunk_len).min(local.len());
+        let p = cfg.prompt.cap.min(cfg.chunk_len).min(local.len());
         let mut prompt = Vec::with_capacity(p + 1);
-        prompt.push(cfg.separator.unwrap_or(bos));
+        prompt.push(cfg.prompt.separator.unwrap_or(bos));
         prompt.extend_from_slice(&ids[local.end - p..local.end]);
         Ok(Self {
             chunks,

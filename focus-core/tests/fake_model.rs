@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 
 use focus_core::{
-    ChunkMemory, CondensingModel, Decode, DiskStore, FocusConfig, Plan, Reading, Sampler, Session,
+    ChunkMemory, CondensingModel, Decode, DiskStore, FocusConfig, Plan, PromptConfig, Reading,
+    Sampler, Session,
 };
 
 const BOS: u32 = 1_000_000;
@@ -465,7 +466,10 @@ fn readings_report_the_positions_the_model_sees() {
     let plain = |len: usize| -> Vec<u32> { (1..=len as u32).collect() };
     let focus = |w, s, cap| {
         Reading::Focus(FocusConfig {
-            prompt_cap: cap,
+            prompt: PromptConfig {
+                cap,
+                separator: None,
+            },
             ..FocusConfig::new(w, s)
         })
     };

@@ -2,6 +2,7 @@
 //! examples they draw. Every random choice of step `t` comes from a generator seeded with
 //! `(seed, t)` ([`step_rng`]).
 
+use focus_core::PromptConfig;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -43,8 +44,10 @@ pub struct TrainConfig {
     pub local_window: usize,
     /// Chunk lengths S drawn per example.
     pub chunk_sizes: Vec<usize>,
-    /// Cap on the dynamic prompt (512 in the paper).
-    pub prompt_cap: usize,
+    /// The dynamic prompt of every chunk (saved as `prompt_cap` and `separator`, as
+    /// [`FocusConfig`](focus_core::FocusConfig) saves it).
+    #[serde(flatten)]
+    pub prompt: PromptConfig,
     /// Objectives per sequence.
     pub objective: Objective,
     /// Rank of the low-rank updates; `None` trains the full candidate projections.
@@ -69,9 +72,6 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Save a checkpoint every this many steps (0: only at the end).
     pub save_every: usize,
-    /// The token between a chunk and its dynamic prompt (`None`: BOS, as the reference).
-    #[serde(default)]
-    pub separator: Option<u32>,
     /// Supervised tokens after each text span, each predicted as decoding predicts it
     /// (1 in the reference).
     #[serde(default = "one")]
@@ -244,8 +244,7 @@ impl TrainConfig {
     /// What the loss of one example needs to know of the run.
     pub fn loss_options(&self) -> LossOptions {
         LossOptions {
-            prompt_cap: self.prompt_cap,
-            separator: self.separator,
+            prompt: self.prompt,
             anchor: self.anchor,
             window: false,
             distill: self.distill,
@@ -271,4 +270,39 @@ impl TrainConfig {
 /// The generator of step `t`.
 pub fn step_rng(seed: u64, t: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint's `state.json` keeps the prompt settings at the top level, as runs
+    /// saved them before the settings became one field: such a run still resumes, and a new
+    /// one is saved the same way.
+    #[test]
+    fn saved_runs_keep_their_layout() {
+        let saved = r#"{"local_window": 512, "chunk_sizes": [512], "prompt_cap": 128,
+            "objective": "continuation", "rank": 8, "steps": 400, "batch": 3, "lr": 0.001,
+            "warmup": 2, "schedule": "constant", "weight_decay": 0.0, "clip": 1.0, "seed": 51,
+            "eval_every": 0, "save_every": 2, "separator": 2, "targets": 4, "spans": 2,
+            "retrieval": 0.6, "curriculum": [[0, 16]], "max_span": null, "pool": 64,
+            "anchor": 16.0, "distill": 0.0, "decoded": 0}"#;
+        let cfg: TrainConfig = serde_json::from_str(saved).unwrap();
+        assert_eq!(
+            cfg.prompt,
+            PromptConfig {
+                cap: 128,
+                separator: Some(2)
+            }
+        );
+        let written: serde_json::Value = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(
+            written,
+            serde_json::from_str::<serde_json::Value>(saved).unwrap()
+        );
+        // Runs older than the separator setting read BOS.
+        let old = saved.replace(r#""separator": 2,"#, "");
+        let cfg: TrainConfig = serde_json::from_str(&old).unwrap();
+        assert_eq!(cfg.prompt.separator, None);
+    }
 }

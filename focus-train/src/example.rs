@@ -46,11 +46,6 @@ impl Example {
     pub fn target(&self, x: &[u32]) -> u32 {
         x[self.start + self.len + self.decoded]
     }
-
-    /// Number of memory chunks.
-    pub fn num_chunks(&self) -> usize {
-        self.memory_end.div_ceil(self.chunk_len)
-    }
 }
 
 /// Samples an example of a sequence of length `n` with local window `w` (spec §4.2):

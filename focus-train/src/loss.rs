@@ -17,7 +17,7 @@
 //! candidate projections, in every layer) and the local passes.
 
 use burn::prelude::*;
-use focus_core::{ChunkMemory, CondensingModel, FocusConfig, Plan, window_input};
+use focus_core::{ChunkMemory, CondensingModel, FocusConfig, Plan, PromptConfig, window_input};
 use focus_model::model::ids_tensor;
 use focus_model::{Candidates, LayerKv, LlamaForCausalLM, Rows};
 
@@ -25,11 +25,10 @@ use crate::example::{Example, LossKind};
 
 impl Example {
     /// The example as a plan over `x`: memory `x[..memory_end]`, local window the span,
-    /// dynamic prompt `p = min(prompt_cap, S, ℓ)` after `separator` (BOS when `None`).
-    pub fn plan(&self, x: &[u32], prompt_cap: usize, separator: Option<u32>, bos: u32) -> Plan {
+    /// dynamic prompt `p = min(cap, S, ℓ)` after the separator (BOS when `None`).
+    pub fn plan(&self, x: &[u32], prompt: PromptConfig, bos: u32) -> Plan {
         let cfg = FocusConfig {
-            prompt_cap,
-            separator,
+            prompt,
             max_batch: usize::MAX,
             ..FocusConfig::new(self.len, self.chunk_len)
         };
@@ -221,10 +220,8 @@ impl Work {
 /// How one example's loss is taken.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossOptions {
-    /// Cap on the dynamic prompt (512 in the paper).
-    pub prompt_cap: usize,
-    /// The token between a chunk and its dynamic prompt (`None`: BOS, as the reference).
-    pub separator: Option<u32>,
+    /// The dynamic prompt of every chunk.
+    pub prompt: PromptConfig,
     /// Weight λ of the window anchor on continuation examples (0: off; see
     /// [`TrainConfig::anchor`](crate::TrainConfig::anchor)).
     pub anchor: f64,
@@ -243,8 +240,7 @@ impl Default for LossOptions {
     /// The reference's settings: prompt cap 512, BOS separator, no anchor.
     fn default() -> Self {
         Self {
-            prompt_cap: 512,
-            separator: None,
+            prompt: PromptConfig::default(),
             anchor: 0.0,
             window: false,
             distill: 0.0,
@@ -286,11 +282,10 @@ pub fn example_loss_with(
     opts: &LossOptions,
     cache: &mut ChunkKvCache,
 ) -> (Tensor<1>, ExampleLoss) {
-    let (prompt_cap, separator) = (opts.prompt_cap, opts.separator);
     let bos = model.config().bos_token_id;
     let device = model.device();
     let track = device.is_autodiff();
-    let plan = ex.plan(x, prompt_cap, separator, bos);
+    let plan = ex.plan(x, opts.prompt, bos);
     let end = ex.start + ex.len;
     let (d, k) = (ex.decoded, ex.targets.max(1));
     // The tokens after the span that decoding reads: the d decoded ones, then the targets.
@@ -477,5 +472,5 @@ pub fn example_loss(
 /// The local input of an example: BOS and the local span (BOS not doubled when the span
 /// starts with it).
 pub fn local_input(x: &[u32], ex: &Example, bos: u32) -> Vec<u32> {
-    ex.plan(x, 512, None, bos).local_input(x, bos)
+    ex.plan(x, PromptConfig::default(), bos).local_input(x, bos)
 }

@@ -197,8 +197,7 @@ pub fn evaluate(
     let mut line = summarize(step, LineKind::Eval, &losses);
     if let Some(p) = probe {
         let focus = FocusConfig {
-            separator: cfg.separator,
-            prompt_cap: cfg.prompt_cap,
+            prompt: cfg.prompt,
             ..FocusConfig::new(cfg.local_window, cfg.local_window)
         };
         line.probe = p

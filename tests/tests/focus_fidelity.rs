@@ -3,7 +3,7 @@
 //! (W, S, p) settings, prefill logits and six teacher-forced decode steps. Plus invariants
 //! that need no fixture.
 
-use focus_core::{FocusConfig, Session};
+use focus_core::{FocusConfig, PromptConfig, Session};
 use focus_model::{LlamaForCausalLM, Rows, load, model::ids_tensor};
 use focus_tests::{Reference, device, fixture, max_abs_diff, values};
 
@@ -25,7 +25,10 @@ pub(crate) fn settings() -> Vec<(FocusConfig, usize)> {
         .map(|s| {
             let g = |k: &str| s[k].as_u64().unwrap() as usize;
             let cfg = FocusConfig {
-                prompt_cap: g("prompt_cap"),
+                prompt: PromptConfig {
+                    cap: g("prompt_cap"),
+                    separator: None,
+                },
                 ..FocusConfig::new(g("local_window"), g("chunk_len"))
             };
             (cfg, g("chunks"))

@@ -5,7 +5,7 @@
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use focus_core::CondensingModel;
+use focus_core::{CondensingModel, PromptConfig};
 use focus_model::{LlamaForCausalLM, load};
 use focus_tests::{Reference, device, fixture, max_abs, max_abs_diff, values};
 use focus_train::example::{Example, LossKind};
@@ -31,7 +31,7 @@ fn config(steps: usize) -> TrainConfig {
     TrainConfig {
         local_window: 48,
         chunk_sizes: vec![16, 24],
-        prompt_cap: 512,
+        prompt: PromptConfig::default(),
         objective: Objective::Both,
         rank: None,
         steps,
@@ -44,7 +44,6 @@ fn config(steps: usize) -> TrainConfig {
         seed: 7,
         eval_every: 2,
         save_every: 2,
-        separator: None,
         targets: 1,
         spans: 1,
         retrieval: 0.0,
@@ -188,7 +187,7 @@ fn cheap_loss_equals_the_inference_path() {
         let prompt = &x[end - len.min(chunk_len)..end];
         let mut full_prompt = vec![bos];
         full_prompt.extend_from_slice(prompt);
-        let chunks: Vec<&[u32]> = (0..ex.num_chunks())
+        let chunks: Vec<&[u32]> = (0..memory_end.div_ceil(chunk_len))
             .map(|j| &x[j * chunk_len..((j + 1) * chunk_len).min(memory_end)])
             .collect();
         let mut groups: Vec<Vec<&[u32]>> = Vec::new();

@@ -298,7 +298,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                 "llama-1b" => LlamaConfig::llama_1b(),
                 other => bail!("unknown --random shape {other:?} (smollm2-135m, llama-1b)"),
             };
-            let mut device = crate::device::parse(&args.model.device)?;
+            let mut device = args.model.device.device()?;
             crate::device::set_dtype(&mut device, args.model.dtype)?;
             (
                 cfg.init(&device).with_candidate_projections(),
@@ -311,7 +311,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             (loaded.model, device, args.model.model.display().to_string())
         }
     };
-    focus.separator = args.focus.separator.resolve(model.config())?;
+    focus.prompt = args.focus.prompt.config(model.config())?;
     let bytes_per_value = args.model.dtype.bytes();
     let mut bench = Bench {
         model: &model,
@@ -437,7 +437,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     if let Some(path) = &args.json {
         let out = Output {
             model: name,
-            device: args.model.device.clone(),
+            device: args.model.device.to_string(),
             dtype: args.model.dtype.name().to_string(),
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())

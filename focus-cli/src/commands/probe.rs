@@ -87,7 +87,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             .map(|p| p.display().to_string()),
         local_window: cfg.local_window,
         chunk: cfg.chunk_len,
-        separator: cfg.separator,
+        separator: cfg.prompt.separator,
         cells: summarize(&trials),
         skipped,
         trials,

@@ -49,9 +49,8 @@ pub struct Args {
     /// Chunk lengths S, one drawn per example.
     #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
     pub chunk_sizes: Vec<usize>,
-    /// Cap on the dynamic prompt.
-    #[arg(long, default_value_t = 512)]
-    pub prompt_cap: usize,
+    #[command(flatten)]
+    pub prompt: crate::args::PromptArgs,
     /// Objectives per sequence: both, random (one of the two, as the reference),
     /// continuation, repetition.
     #[arg(long, value_enum, default_value = "both")]
@@ -106,10 +105,6 @@ pub struct Args {
     /// Save a checkpoint every this many steps (0: at the end only).
     #[arg(long, default_value_t = 50)]
     pub save_every: usize,
-    /// The token between each chunk and its dynamic prompt: bos (the reference), eos, or
-    /// a token id.
-    #[arg(long, default_value = "bos")]
-    pub separator: crate::args::Separator,
     /// Supervised tokens after each text span, each predicted as decoding predicts it
     /// (1 in the reference).
     #[arg(long, default_value_t = 1)]
@@ -208,7 +203,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let cfg = TrainConfig {
         local_window: args.local_window,
         chunk_sizes: args.chunk_sizes.clone(),
-        prompt_cap: args.prompt_cap,
+        prompt: args.prompt.shape(),
         objective: match args.objective {
             ObjectiveArg::Both => Objective::Both,
             ObjectiveArg::Random => Objective::Random,
@@ -230,7 +225,6 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         seed: args.seed,
         eval_every: args.eval_every,
         save_every: args.save_every,
-        separator: None,
         targets: args.targets,
         spans: args.spans,
         retrieval: args.retrieval,
@@ -270,7 +264,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     let (loaded, _device) = load_model(&args.model, false)?;
     let tok = &loaded.tokenizer;
     let mut cfg = cfg;
-    cfg.separator = args.separator.resolve(loaded.model.config())?;
+    cfg.prompt = args.prompt.config(loaded.model.config())?;
     let retrieval = if cfg.retrieval > 0.0 {
         Some(RetrievalSource {
             tokenizer: tok.clone(),
