@@ -228,14 +228,25 @@ impl<'m, M: CondensingModel> Session<'m, M> {
                     kv[i] = Some(loaded);
                 }
             }
-            let missing: Vec<usize> = (0..kv.len()).filter(|&i| kv[i].is_none()).collect();
-            if !missing.is_empty() {
-                let rows: Vec<&[u32]> = missing.iter().map(|&i| chunks[i]).collect();
-                for (i, computed) in missing.into_iter().zip(model.chunk_kv(&rows)) {
+            // The chunks still missing, each distinct one computed once (a passage repeated
+            // in one batch is read once); `repeats` are the later copies.
+            let (mut distinct, mut repeats) = (Vec::<usize>::new(), Vec::new());
+            for i in (0..kv.len()).filter(|&i| kv[i].is_none()) {
+                match distinct.iter().find(|&&d| chunks[d] == chunks[i]) {
+                    Some(&d) => repeats.push((i, d)),
+                    None => distinct.push(i),
+                }
+            }
+            if !distinct.is_empty() {
+                let rows: Vec<&[u32]> = distinct.iter().map(|&i| chunks[i]).collect();
+                for (i, computed) in distinct.into_iter().zip(model.chunk_kv(&rows)) {
                     let bytes = model.chunk_kv_bytes(&computed);
                     memory.save(chunks[i], || model.encode_chunk_kv(&computed));
                     memory.insert(chunks[i].to_vec(), computed.clone(), bytes);
                     kv[i] = Some(computed);
+                }
+                for (i, d) in repeats {
+                    kv[i] = kv[d].clone();
                 }
             }
             let kv: Vec<&M::ChunkKv> = kv.iter().map(|k| k.as_ref().expect("filled")).collect();

@@ -286,6 +286,32 @@ fn a_document_memory_reuses_chunks_and_changes_nothing() {
     assert_eq!(firsts, [a[200], a[225], a[250]]);
 }
 
+/// A passage repeated within one batch is computed once, and the reading is the same as
+/// one that computes every chunk on its own (batches of one chunk).
+#[test]
+fn a_repeated_passage_is_computed_once_per_batch() {
+    let passage: Vec<u32> = (10..35).collect();
+    let mut ids = vec![BOS];
+    ids.extend_from_slice(&passage[1..]);
+    for _ in 0..5 {
+        ids.extend_from_slice(&passage);
+    }
+    ids.extend(900..940);
+    // 150 memory tokens of the same 25 in turn: six equal chunks, in batches of 4 and 2.
+    let cfg = FocusConfig::new(40, 25).with_max_batch(4);
+    let batched = Fake::default();
+    let (mut s, _) = Session::prefill(&batched, &cfg, BOS, &ids, |_, _| {}).unwrap();
+    let batched_trace = trace(&batched, &mut s);
+    assert_eq!(*batched.batch_sizes.borrow(), [4, 2]);
+    // The first chunk starts with BOS; the other five are the same tokens.
+    assert_eq!(*batched.chunk_tokens.borrow(), [50, 25]);
+    let one_by_one = Fake::default();
+    let cfg = cfg.with_max_batch(1);
+    let (mut s, _) = Session::prefill(&one_by_one, &cfg, BOS, &ids, |_, _| {}).unwrap();
+    assert_eq!(*one_by_one.chunk_tokens.borrow(), [25; 6]);
+    assert_eq!(batched_trace, trace(&one_by_one, &mut s));
+}
+
 /// A memory over a disk store, in a new process each time (a fresh memory over the same
 /// folder): the second reading computes no chunk and sees exactly what a fresh reading
 /// sees; a damaged entry is noted, computed again and written again; another model's
