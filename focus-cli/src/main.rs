@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
-use commands::{bench, generate, inspect, plot_log, ppl, probe, retrieval, serve, train};
+use commands::{bench, generate, inspect, memory, plot_log, ppl, probe, retrieval, serve, train};
 
 /// FocusLLM: long-context inference for a frozen decoder, by parallel decoding of
 /// memory chunks (Li et al., arXiv 2408.11745).
@@ -54,6 +54,9 @@ enum Command {
     /// Serve the model over HTTP with the OpenAI API (chat and text completions,
     /// streaming or not), FocusLLM settings per request.
     Serve(serve::Args),
+    /// The document memory on disk (--memory-dir): read a document into it ahead of
+    /// questions, list it, clear it.
+    Memory(memory::Args),
 }
 
 fn main() -> ExitCode {
@@ -89,14 +92,24 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a, cli.quiet),
         Command::PlotLog(a) => plot_log::run(a),
         Command::Serve(a) => serve::run(a, cli.quiet),
+        Command::Memory(a) => memory::run(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output went away (`| head`): nothing left to tell it.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The error and its causes on one line, each cause left out when the message before it

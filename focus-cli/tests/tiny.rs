@@ -93,6 +93,93 @@ fn a_disk_store_answers_a_later_process_exactly() {
     assert!(same(&third), "{third} against {first}");
 }
 
+/// `memory add` reads a document's full chunks into the store ahead of a question; a
+/// prompt that begins with the document then finds them there and answers as without the
+/// store; `memory list` shows the entries and `memory clear` removes them.
+#[test]
+fn a_document_read_ahead_serves_a_later_question() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = dir.path().join("store");
+    let store = store.to_str().expect("UTF-8 path");
+    // The first 80 characters of `long_generate`'s prompt: BOS and 80 bytes, five full
+    // chunks of 16 (the 81st token waits for the rest of the prompt).
+    let doc = "a long enough prompt for memory chunks ".repeat(3)[..80].to_string();
+    let add = || {
+        let args = ["memory", "add", "--model", &tiny(), "--prompt", &doc];
+        let rest = [
+            "--chunk",
+            "16",
+            "--local-window",
+            "32",
+            "--memory-dir",
+            store,
+        ];
+        json(&ok(&[&args[..], &rest, &["--format", "json"]].concat()))
+    };
+    let added = add();
+    assert_eq!(
+        [
+            &added["tokens"],
+            &added["chunks"],
+            &added["found"],
+            &added["written"]
+        ],
+        [81, 5, 0, 5],
+        "{added}"
+    );
+    assert_eq!(added["store"]["entries"], 5, "{added}");
+    let again = add();
+    assert_eq!([&again["found"], &again["written"]], [5, 0], "{again}");
+    // The question: the same five chunks found, the sixth (short) computed; the answer as
+    // without a store.
+    let with = |extra: &[&str]| {
+        let args = long_generate(extra);
+        json(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let asked = with(&["-q", "--memory-dir", store]);
+    let s = &asked["store"];
+    assert_eq!(
+        [&s["hits"], &s["misses"], &s["writes"]],
+        [5, 1, 1],
+        "{asked}"
+    );
+    let plain = with(&["-q"]);
+    assert_eq!(asked["top_logits"], plain["top_logits"]);
+    assert_eq!(asked["generated_ids"], plain["generated_ids"]);
+    let list = |fmt: &str| ok(&["memory", "list", "--memory-dir", store, "--format", fmt]);
+    let listed = json(&list("json"));
+    let tokens: Vec<u64> = listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["tokens"].as_u64().expect("tokens"))
+        .collect();
+    assert_eq!(tokens.len(), 6, "{listed}");
+    assert_eq!(tokens.iter().filter(|&&t| t == 16).count(), 5, "{listed}");
+    assert_eq!(listed["store"]["entries"], 6);
+    assert!(list("text").contains(": 6 entries,"));
+    let cleared = json(&ok(&[
+        "memory",
+        "clear",
+        "--memory-dir",
+        store,
+        "--format",
+        "json",
+    ]));
+    assert_eq!(cleared["removed"], 6, "{cleared}");
+    assert_eq!(json(&list("json"))["store"]["entries"], 0);
+    // A folder that does not exist is named, not listed as empty.
+    let missing = dir.path().join("nothing").display().to_string();
+    fails(
+        &["memory", "list", "--memory-dir", &missing],
+        "no such folder",
+    );
+    fails(
+        &["memory", "add", "--model", &tiny(), "--prompt", "hi"],
+        "needs --memory-dir",
+    );
+}
+
 #[test]
 fn generate_streams_text_and_no_focus_runs() {
     let out = ok(&[

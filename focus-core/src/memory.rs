@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use crate::model::CondensingModel;
 use crate::store::{DiskStore, Lookup};
 
 /// Chunk keys and values (`K`, the model's type) by chunk tokens, within a byte budget;
@@ -102,6 +103,49 @@ impl<K: Clone> ChunkMemory<K> {
                 store.dir().display()
             ));
         }
+    }
+
+    /// The keys and values of `chunks` (one batch: equal lengths) for `model`, in order:
+    /// each from this memory, else from its disk store, else computed, each distinct chunk
+    /// once (a passage repeated in the batch is read once). What is loaded or computed is
+    /// kept here, and what is computed is written to the store.
+    pub fn read<M: CondensingModel<ChunkKv = K>>(
+        &mut self,
+        model: &M,
+        chunks: &[&[u32]],
+    ) -> Vec<K> {
+        let mut kv: Vec<Option<K>> = chunks.iter().map(|c| self.get(c)).collect();
+        for (i, c) in chunks.iter().enumerate() {
+            if kv[i].is_none()
+                && let Some(loaded) = self.load(c, |b| model.decode_chunk_kv(b))
+            {
+                self.insert(c.to_vec(), loaded.clone(), model.chunk_kv_bytes(&loaded));
+                kv[i] = Some(loaded);
+            }
+        }
+        // The chunks still missing: the first of each distinct one, and the later copies.
+        let (mut distinct, mut repeats) = (Vec::<usize>::new(), Vec::new());
+        for i in (0..kv.len()).filter(|&i| kv[i].is_none()) {
+            match distinct.iter().find(|&&d| chunks[d] == chunks[i]) {
+                Some(&d) => repeats.push((i, d)),
+                None => distinct.push(i),
+            }
+        }
+        if !distinct.is_empty() {
+            let rows: Vec<&[u32]> = distinct.iter().map(|&i| chunks[i]).collect();
+            for (i, computed) in distinct.into_iter().zip(model.chunk_kv(&rows)) {
+                let bytes = model.chunk_kv_bytes(&computed);
+                self.save(chunks[i], || model.encode_chunk_kv(&computed));
+                self.insert(chunks[i].to_vec(), computed.clone(), bytes);
+                kv[i] = Some(computed);
+            }
+            for (i, d) in repeats {
+                kv[i] = kv[d].clone();
+            }
+        }
+        kv.into_iter()
+            .map(|k| k.expect("every chunk read"))
+            .collect()
     }
 
     /// The store's problems since the last call (see the field's notes).

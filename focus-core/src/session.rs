@@ -4,80 +4,10 @@
 use crate::config::{Decode, FocusConfig};
 use crate::error::{Error, Result};
 use crate::memory::ChunkMemory;
+use crate::model::CondensingModel;
 use crate::plan::Plan;
 use crate::reading::Reading;
 use crate::sample::Sampler;
-
-/// What FocusLLM needs from a decoder. `focus-model` implements it for the Llama
-/// decoder; the tests of this crate implement it with a fake that records calls.
-///
-/// "Batch" below means several chunks of equal length decoded in one pass.
-pub trait CondensingModel {
-    /// Key/value cache of one sequence or of a batch of equally long sequences.
-    type Cache;
-    /// Candidate keys/values of a batch of chunks (one candidate per chunk, every layer).
-    type Candidates;
-    /// Next-token logits.
-    type Logits;
-    /// Keys and values of one chunk's own tokens (what a [`ChunkMemory`] keeps).
-    type ChunkKv: Clone;
-
-    /// The keys and values of a batch of chunks' own tokens (equal lengths, positions
-    /// `0..n`): one entry per chunk. They depend on nothing else.
-    fn chunk_kv(&self, chunks: &[&[u32]]) -> Vec<Self::ChunkKv>;
-
-    /// Bytes one entry holds (for a memory's budget).
-    fn chunk_kv_bytes(&self, kv: &Self::ChunkKv) -> usize;
-
-    /// One entry as bytes, for a [`crate::DiskStore`].
-    fn encode_chunk_kv(&self, kv: &Self::ChunkKv) -> Vec<u8>;
-
-    /// An entry from [`encode_chunk_kv`](Self::encode_chunk_kv)'s bytes, or `None` when
-    /// they do not describe keys and values of this model.
-    fn decode_chunk_kv(&self, bytes: &[u8]) -> Option<Self::ChunkKv>;
-
-    /// Completes the prefill of a batch of chunks (equal lengths `n`) whose own tokens'
-    /// keys and values are `chunks`: `prompt` (separator and dynamic prompt, the same for
-    /// every chunk) at positions `n..`, its last row the candidate. Returns the caches of
-    /// every row but the candidate, and the candidates.
-    fn prefill_prompts(
-        &self,
-        chunks: &[&Self::ChunkKv],
-        prompt: &[u32],
-    ) -> (Self::Cache, Self::Candidates);
-
-    /// One decode step of a batch of chunks: feeds `prev` (base projections) and `next`
-    /// (the new candidate) after `cache`, appends `prev` to the cache, returns candidates.
-    fn step_chunks(&self, cache: &mut Self::Cache, prev: u32, next: u32) -> Self::Candidates;
-
-    /// The local pass: `ids` after the candidates of all chunks (in chunk order, at
-    /// positions `0..C`), causally. Returns the last row's logits and the keys and values
-    /// of the rows of `ids` (which [`Decode::CachedWindow`] keeps).
-    fn local_pass(
-        &self,
-        candidates: &[&Self::Candidates],
-        ids: &[u32],
-    ) -> (Self::Logits, Self::Cache);
-
-    /// [`Decode::CachedWindow`]'s step: `token` after the candidates (positions `0..C`) and
-    /// the local rows kept in `cache` (positions `C..`), appended to `cache`.
-    fn local_step(
-        &self,
-        candidates: &[&Self::Candidates],
-        cache: &mut Self::Cache,
-        token: u32,
-    ) -> Self::Logits;
-
-    /// Plain decoding (no memory): prefill `ids`, return logits and a cache.
-    fn prefill(&self, ids: &[u32]) -> (Self::Logits, Self::Cache);
-
-    /// Plain decoding: feed one token after `cache`.
-    fn step(&self, cache: &mut Self::Cache, token: u32) -> Self::Logits;
-
-    /// The next-token logits as one row of floats on the host (the one conversion every
-    /// caller uses).
-    fn logits_row(&self, logits: Self::Logits) -> Vec<f32>;
-}
 
 /// A batch of chunks and its cache.
 struct Group<M: CondensingModel> {
@@ -219,37 +149,8 @@ impl<'m, M: CondensingModel> Session<'m, M> {
                 .clone()
                 .map(|j| &ids[plan.chunks[j].clone()])
                 .collect();
-            let mut kv: Vec<Option<M::ChunkKv>> = chunks.iter().map(|c| memory.get(c)).collect();
-            for (i, c) in chunks.iter().enumerate() {
-                if kv[i].is_none()
-                    && let Some(loaded) = memory.load(c, |b| model.decode_chunk_kv(b))
-                {
-                    memory.insert(c.to_vec(), loaded.clone(), model.chunk_kv_bytes(&loaded));
-                    kv[i] = Some(loaded);
-                }
-            }
-            // The chunks still missing, each distinct one computed once (a passage repeated
-            // in one batch is read once); `repeats` are the later copies.
-            let (mut distinct, mut repeats) = (Vec::<usize>::new(), Vec::new());
-            for i in (0..kv.len()).filter(|&i| kv[i].is_none()) {
-                match distinct.iter().find(|&&d| chunks[d] == chunks[i]) {
-                    Some(&d) => repeats.push((i, d)),
-                    None => distinct.push(i),
-                }
-            }
-            if !distinct.is_empty() {
-                let rows: Vec<&[u32]> = distinct.iter().map(|&i| chunks[i]).collect();
-                for (i, computed) in distinct.into_iter().zip(model.chunk_kv(&rows)) {
-                    let bytes = model.chunk_kv_bytes(&computed);
-                    memory.save(chunks[i], || model.encode_chunk_kv(&computed));
-                    memory.insert(chunks[i].to_vec(), computed.clone(), bytes);
-                    kv[i] = Some(computed);
-                }
-                for (i, d) in repeats {
-                    kv[i] = kv[d].clone();
-                }
-            }
-            let kv: Vec<&M::ChunkKv> = kv.iter().map(|k| k.as_ref().expect("filled")).collect();
+            let kv = memory.read(model, &chunks);
+            let kv: Vec<&M::ChunkKv> = kv.iter().collect();
             let (cache, candidates) = model.prefill_prompts(&kv, &plan.prompt);
             groups.push(Group { cache, candidates });
             progress(batch.end, total);

@@ -166,31 +166,51 @@ impl DiskStore {
         Ok(())
     }
 
-    /// The entries' files, oldest use first, with their sizes.
-    fn entries(&self) -> std::io::Result<Vec<(SystemTime, u64, PathBuf)>> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(&self.dir)? {
-            let e = e?;
-            let path = e.path();
-            if path.extension().is_some_and(|x| x == SUFFIX)
-                && let Ok(m) = e.metadata()
-            {
-                out.push((m.modified()?, m.len(), path));
-            }
-        }
-        out.sort();
+    /// Bytes and number of the entries on disk.
+    pub fn usage(&self) -> std::io::Result<(u64, usize)> {
+        let e = entries(&self.dir)?;
+        Ok((e.iter().map(|(_, n, _)| n).sum(), e.len()))
+    }
+
+    /// The entries of the folder `dir`, made under any fingerprint, most recently used
+    /// first; only their headers are read.
+    pub fn list(dir: &Path) -> std::io::Result<Vec<Listed>> {
+        let mut out: Vec<Listed> = entries(dir)?
+            .into_iter()
+            .map(|(last_used, bytes, file)| Listed {
+                tokens: header_tokens(&file),
+                file,
+                bytes,
+                last_used,
+            })
+            .collect();
+        out.reverse();
         Ok(out)
     }
 
-    /// Bytes and number of the entries on disk.
-    pub fn usage(&self) -> std::io::Result<(u64, usize)> {
-        let e = self.entries()?;
-        Ok((e.iter().map(|(_, n, _)| n).sum(), e.len()))
+    /// Removes every entry of the folder `dir` and the temporary files of writers (a
+    /// writer still at work then fails to rename its file and reports it; nothing is read
+    /// half-written). Returns the files and bytes removed.
+    pub fn clear(dir: &Path) -> std::io::Result<(usize, u64)> {
+        let (mut files, mut bytes) = (0, 0);
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let path = e.path();
+            let ours = path.extension().is_some_and(|x| x == SUFFIX || x == "tmp");
+            if ours && let Ok(m) = e.metadata() {
+                // Another process may have removed it already.
+                if fs::remove_file(&path).is_ok() {
+                    files += 1;
+                    bytes += m.len();
+                }
+            }
+        }
+        Ok((files, bytes))
     }
 
     /// Scans the folder and removes the least recently used entries until it fits.
     fn evict(&mut self) -> std::io::Result<()> {
-        let entries = self.entries()?;
+        let entries = entries(&self.dir)?;
         let mut total: u64 = entries.iter().map(|(_, n, _)| n).sum();
         for (_, n, path) in entries {
             if total <= self.budget {
@@ -203,6 +223,40 @@ impl DiskStore {
         self.used = total;
         Ok(())
     }
+}
+
+/// One entry of a folder, as [`DiskStore::list`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub file: PathBuf,
+    pub bytes: u64,
+    /// Tokens of its chunk, from its header (`None`: not a readable entry).
+    pub tokens: Option<usize>,
+    pub last_used: SystemTime,
+}
+
+/// The entries' files in `dir`, least recently used first, with their sizes.
+fn entries(dir: &Path) -> std::io::Result<Vec<(SystemTime, u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == SUFFIX)
+            && let Ok(m) = e.metadata()
+        {
+            out.push((m.modified()?, m.len(), path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The token count in an entry's header, if it starts like an entry.
+fn header_tokens(path: &Path) -> Option<usize> {
+    let mut head = [0u8; 44];
+    std::io::Read::read_exact(&mut fs::File::open(path).ok()?, &mut head).ok()?;
+    (&head[..8] == MAGIC)
+        .then(|| u32::from_le_bytes(head[40..].try_into().expect("4 bytes")) as usize)
 }
 
 /// The payload of an entry's bytes, or why they are not the entry of `chunk` under `key`.
@@ -332,5 +386,33 @@ mod tests {
             })
             .count();
         assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn a_folder_lists_and_clears_under_any_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = store(dir.path(), 1 << 20, b"model a");
+        let mut b = store(dir.path(), 1 << 20, b"model b");
+        a.put(&[1, 2, 3], b"kv a").unwrap();
+        b.put(&[4, 5], b"kv b").unwrap();
+        // A writer that died before its rename, and a file that is no entry of ours.
+        fs::write(dir.path().join(".7-0.tmp"), b"half").unwrap();
+        fs::write(dir.path().join("notes.txt"), b"keep").unwrap();
+        let f = fs::File::options()
+            .append(true)
+            .open(a.path(&a.key(&[1, 2, 3])))
+            .unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH).unwrap();
+        let listed = DiskStore::list(dir.path()).unwrap();
+        let tokens: Vec<_> = listed.iter().map(|l| l.tokens).collect();
+        assert_eq!(tokens, [Some(2), Some(3)], "most recently used first");
+        assert_eq!(listed[1].bytes, 84 + 12 + 4);
+        assert_eq!(
+            DiskStore::clear(dir.path()).unwrap(),
+            (3, 84 + 8 + 4 + 84 + 12 + 4 + 4)
+        );
+        assert!(DiskStore::list(dir.path()).unwrap().is_empty());
+        assert!(dir.path().join("notes.txt").exists());
+        assert_eq!(a.get(&[1, 2, 3]), Lookup::Missing);
     }
 }

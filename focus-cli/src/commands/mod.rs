@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod generate;
 pub mod inspect;
+pub mod memory;
 pub mod plot_log;
 pub mod ppl;
 pub mod probe;
