@@ -52,8 +52,13 @@ pub fn read_text(path: &std::path::Path) -> Result<String> {
 
 impl InputArgs {
     /// The prompt as a chat: the text as the user's turn (after a `system` turn when given),
-    /// with the assistant's turn opened ([`focus_model::ChatTemplate::prompt_ids`]).
-    pub fn chat_ids(&self, loaded: &Loaded, system: Option<&str>) -> Result<Vec<u32>> {
+    /// with the assistant's turn opened, and where the turns after the first begin
+    /// ([`focus_model::ChatTemplate::prompt_ids_and_starts`]).
+    pub fn chat_ids(
+        &self,
+        loaded: &Loaded,
+        system: Option<&str>,
+    ) -> Result<(Vec<u32>, Vec<usize>)> {
         let Some(template) = &loaded.chat_template else {
             bail!("--chat: the model carries no chat template");
         };
@@ -72,7 +77,7 @@ impl InputArgs {
             .into_iter()
             .collect();
         messages.push(Message::new("user", text));
-        Ok(template.prompt_ids(&loaded.tokenizer, &messages)?)
+        Ok(template.prompt_ids_and_starts(&loaded.tokenizer, &messages)?)
     }
 
     /// The token ids of the input (BOS first when the text is tokenised).

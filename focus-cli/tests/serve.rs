@@ -205,6 +205,51 @@ fn the_openai_endpoints_answer() {
     assert_eq!(v["usage"]["prompt_tokens"], 6, "BOS and five bytes");
 }
 
+/// A chat's long message is chunked from its own start: the same document after another
+/// system prompt finds its chunks in the memory (chunks cut from the conversation's start
+/// would all have moved).
+#[test]
+fn a_document_is_found_after_any_system_prompt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = serve(
+        &tiny_chat(dir.path()),
+        &["--local-window", "64", "--chunk", "32"],
+    );
+    let a = &s.addr;
+    // 300 bytes that never repeat a chunk's worth of text.
+    let doc: String = (100..160).map(|i| format!("w{i} ")).collect();
+    assert_eq!(doc.len(), 300);
+    let ask = |system: &str| {
+        let req = json!({"model": "tiny", "max_tokens": 2, "temperature": 0, "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": doc},
+        ]});
+        let (status, v, text) = post(a, "/v1/chat/completions", &req);
+        assert_eq!(status, 200, "{text}");
+        v["usage"]["prompt_tokens"].as_u64().expect("count")
+    };
+    let memory = || {
+        let (status, body) = request(a, "GET", "/memory", b"");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).expect("json")
+    };
+    // "<s>system: Be brief.\n" is 19 tokens; the document's turn "<s>user: " + 300 bytes +
+    // "\n" 308, then "assistant:" 10: the memory is the first 337 - 64 = 273 tokens, the
+    // system turn's chunk and then the document's first 254 tokens from its own start: 7
+    // chunks of 32 and one of 30.
+    assert_eq!(ask("Be brief."), 337);
+    let first = memory();
+    assert_eq!(first["hits"], 0, "{first}");
+    assert_eq!(first["chunks"], 1 + 8, "{first}");
+    // Another system prompt, 18 tokens longer: the document's 8 chunks are found (what
+    // follows it is as long as before, so the same 254 of its tokens lie in the memory);
+    // only the system turn's two chunks (37 tokens) are new.
+    assert_eq!(ask("Be brief and exact, please."), 355);
+    let second = memory();
+    assert_eq!(second["hits"], 8, "{second}");
+    assert_eq!(second["chunks"], 1 + 8 + 2, "{second}");
+}
+
 #[test]
 fn bad_requests_get_openai_errors() {
     let s = serve(

@@ -26,7 +26,7 @@ pub use config::{Decode, FocusConfig, PromptConfig};
 pub use error::{Error, Result};
 pub use memory::ChunkMemory;
 pub use model::CondensingModel;
-pub use plan::{Plan, window_input};
+pub use plan::{Plan, memory_chunks, window_input};
 pub use reading::Reading;
 pub use sample::Sampler;
 pub use session::Session;

@@ -20,10 +20,51 @@ pub fn window_input(window: &[u32], cut: bool, bos: u32) -> Vec<u32> {
     out
 }
 
+/// The memory chunks of an input of `len` tokens made of pieces that begin at `starts`
+/// ([`Plan::with_pieces`]; no starts: the uniform cut).
+pub fn memory_chunks(len: usize, starts: &[usize], cfg: &FocusConfig) -> Vec<Range<usize>> {
+    let memory = len.saturating_sub(cfg.local_window);
+    cut(
+        memory,
+        cfg.chunk_len,
+        &documents(starts, len, cfg.chunk_len),
+    )
+}
+
+/// The memory `0..end` in chunks of at most `s` tokens, each stretch between cuts (and
+/// before the first) chunked from its own start.
+fn cut(end: usize, s: usize, cuts: &[usize]) -> Vec<Range<usize>> {
+    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| 0 < c && c < end).collect();
+    bounds.push(end);
+    let mut out = Vec::new();
+    let mut from = 0;
+    for to in bounds {
+        out.extend((from..to).step_by(s).map(|a| a..(a + s).min(to)));
+        from = to;
+    }
+    out
+}
+
+/// The starts of the pieces of at least `s` tokens, of pieces starting at `starts` in an
+/// input of `len` tokens.
+fn documents(starts: &[usize], len: usize, s: usize) -> Vec<usize> {
+    let mut starts: Vec<usize> = starts.iter().copied().filter(|&a| a < len).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let ends = starts.iter().skip(1).copied().chain([len]);
+    starts
+        .iter()
+        .zip(ends)
+        .filter(|&(&a, b)| b - a >= s)
+        .map(|(&a, _)| a)
+        .collect()
+}
+
 /// How one input is split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Memory chunks as ranges of the input (`S` tokens each; the last may be shorter).
+    /// Memory chunks as ranges of the input (at most `S` tokens each: `S` but for the last
+    /// chunk of the memory or of a piece, [`with_pieces`](Self::with_pieces)).
     pub chunks: Vec<Range<usize>>,
     /// The local window as a range of the input (the last `min(W, L)` tokens).
     pub local: Range<usize>,
@@ -38,8 +79,24 @@ impl Plan {
     /// Memory is used whenever the input is longer than the local window (the reference
     /// code only does so from 4096 tokens on; see `docs/design.md`).
     pub fn new(ids: &[u32], cfg: &FocusConfig, bos: u32) -> Result<Self> {
+        Self::with_pieces(ids, &[], cfg, bos)
+    }
+
+    /// Plans an input made of pieces (a chat's messages) that begin at `starts` (positions
+    /// in `ids`, ascending). A piece of at least `S` tokens (a document) starts a chunk of
+    /// its own, so its chunks are its own first `S` tokens and so on, whatever text came
+    /// before it: the same document after another system prompt or another earlier turn has
+    /// the same chunks (and finds them in a document memory). Shorter pieces stay in the
+    /// chunks of the text around them, so that a conversation of many short turns does not
+    /// cost a chunk each. Every chunk still holds at most `S` tokens; without starts this
+    /// is [`new`](Self::new), the reference's uniform cut.
+    pub fn with_pieces(ids: &[u32], starts: &[usize], cfg: &FocusConfig, bos: u32) -> Result<Self> {
         let memory = ids.len().saturating_sub(cfg.local_window);
-        Self::with_memory(ids, memory, memory..ids.len(), cfg, bos)
+        let mut plan = Self::with_memory(ids, memory, memory..ids.len(), cfg, bos)?;
+        if !starts.is_empty() {
+            plan.chunks = memory_chunks(ids.len(), starts, cfg);
+        }
+        Ok(plan)
     }
 
     /// Plans a memory of `ids[..memory_end]` and a local window `local`, with the dynamic
@@ -63,10 +120,7 @@ impl Plan {
                 ids.len()
             )));
         }
-        let chunks = (0..memory_end)
-            .step_by(cfg.chunk_len)
-            .map(|s| s..(s + cfg.chunk_len).min(memory_end))
-            .collect();
+        let chunks = cut(memory_end, cfg.chunk_len, &[]);
         let p = cfg.prompt.cap.min(cfg.chunk_len).min(local.len());
         let mut prompt = Vec::with_capacity(p + 1);
         prompt.push(cfg.prompt.separator.unwrap_or(bos));

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::FocusConfig;
-use crate::plan::window_input;
+use crate::plan::{memory_chunks, window_input};
 
 /// How the model sees an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,9 +42,17 @@ impl Reading {
     /// when something was cut, the window and the new tokens; for full attention, all of
     /// them.
     pub fn positions(&self, len: usize, new: usize) -> usize {
+        self.piece_positions(len, &[], new)
+    }
+
+    /// [`positions`](Self::positions) for an input made of pieces that begin at `starts`
+    /// (a chat's messages, chunked by [`Plan::with_pieces`](crate::Plan::with_pieces),
+    /// which may make more chunks than the uniform cut).
+    pub fn piece_positions(&self, len: usize, starts: &[usize], new: usize) -> usize {
         match *self {
             Self::Focus(cfg) if self.uses_memory(len) => {
-                let local = cfg.num_chunks(len) + 1 + cfg.local_window + new;
+                let chunks = memory_chunks(len, starts, &cfg).len();
+                let local = chunks + 1 + cfg.local_window + new;
                 let longest = cfg.chunk_len.min(len - cfg.local_window);
                 let chunk = longest + 1 + cfg.prompt_len() + new;
                 local.max(chunk)

@@ -66,21 +66,25 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         ids: &[u32],
         progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
-        Self::read_with_memory(model, reading, bos, ids, &mut ChunkMemory::new(0), progress)
+        let mut none = ChunkMemory::new(0);
+        Self::read_with_memory(model, reading, bos, ids, &[], &mut none, progress)
     }
 
-    /// [`read`](Self::read) with a document memory, which FocusLLM reading uses (see
-    /// [`prefill_with_memory`](Self::prefill_with_memory)) and the baselines leave alone.
+    /// [`read`](Self::read) of an input made of pieces that begin at `starts` (a chat's
+    /// messages; empty for one text), with a document memory, which FocusLLM reading uses
+    /// (see [`prefill_with_memory`](Self::prefill_with_memory)) and the baselines leave
+    /// alone.
     pub fn read_with_memory(
         model: &'m M,
         reading: Reading,
         bos: u32,
         ids: &[u32],
+        starts: &[usize],
         memory: &mut ChunkMemory<M::ChunkKv>,
         progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
         if let Reading::Focus(cfg) = reading {
-            return Self::prefill_with_memory(model, &cfg, bos, ids, memory, progress);
+            return Self::prefill_with_memory(model, &cfg, bos, ids, starts, memory, progress);
         }
         let input = reading
             .plain_input(ids, bos)
@@ -111,21 +115,24 @@ impl<'m, M: CondensingModel> Session<'m, M> {
         progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
         let mut none = ChunkMemory::new(0);
-        Self::prefill_with_memory(model, cfg, bos, ids, &mut none, progress)
+        Self::prefill_with_memory(model, cfg, bos, ids, &[], &mut none, progress)
     }
 
-    /// [`prefill`](Self::prefill) with a document memory: the chunks `memory` holds are
-    /// not computed again (only their prompt rows), and the chunks it lacks are computed
-    /// and offered to it. The result is the same as without a memory.
+    /// [`prefill`](Self::prefill) of an input made of pieces that begin at `starts`
+    /// (chunked as [`Plan::with_pieces`] says; empty: the reference's uniform cut), with a
+    /// document memory: the chunks `memory` holds are not computed again (only their prompt
+    /// rows), and the chunks it lacks are computed and offered to it. The result is the
+    /// same as without a memory.
     pub fn prefill_with_memory(
         model: &'m M,
         cfg: &FocusConfig,
         bos: u32,
         ids: &[u32],
+        starts: &[usize],
         memory: &mut ChunkMemory<M::ChunkKv>,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<(Self, M::Logits)> {
-        let plan = Plan::new(ids, cfg, bos)?;
+        let plan = Plan::with_pieces(ids, starts, cfg, bos)?;
         let last = *ids
             .last()
             .ok_or_else(|| Error::Input("empty input".into()))?;

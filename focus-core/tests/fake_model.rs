@@ -191,6 +191,49 @@ fn plan_covers_every_token_once_in_order() {
     }
 }
 
+/// Pieces (a chat's messages): a piece of at least S tokens starts a chunk of its own, and
+/// its chunks are the same whatever came before it; shorter pieces stay in the chunks
+/// around them.
+#[test]
+fn long_pieces_are_chunked_from_their_own_start() {
+    let cfg = FocusConfig::new(30, 16);
+    let chunks = |ids: &[u32], starts: &[usize]| {
+        let plan = Plan::with_pieces(ids, starts, &cfg, BOS).unwrap();
+        let covered: Vec<usize> = plan.chunks.iter().flat_map(|c| c.clone()).collect();
+        assert_eq!(covered, (0..ids.len() - 30).collect::<Vec<_>>());
+        assert!(plan.chunks.iter().all(|c| c.len() <= 16 && !c.is_empty()));
+        plan.chunks
+    };
+    // A 5-token system turn, a 40-token document, a 3-token turn, then a 40-token turn
+    // (the window's 30 tokens among them): the two long turns start chunks; the short turn
+    // stays in the document's last chunk.
+    let ids = input(88);
+    assert_eq!(
+        chunks(&ids, &[5, 45, 48]),
+        [0..5, 5..21, 21..37, 37..48, 48..58]
+    );
+    // The same document after a 9-token system turn: the same chunks of its tokens.
+    let doc = &ids[5..45];
+    let other: Vec<u32> = (500..509)
+        .chain(doc.iter().copied())
+        .chain(ids[45..].iter().copied())
+        .collect();
+    let got = chunks(&other, &[9, 49, 52]);
+    let docs = |ids: &[u32], c: &[std::ops::Range<usize>]| -> Vec<Vec<u32>> {
+        c.iter()
+            .map(|r| ids[r.clone()].to_vec())
+            .filter(|t| t.len() == 16)
+            .take(2)
+            .collect()
+    };
+    assert_eq!(docs(&other, &got[1..]), docs(&ids, &[5..21, 21..37]));
+    // Without starts, or with only short pieces: the uniform cut.
+    let uniform = chunks(&ids, &[]);
+    assert_eq!(uniform, [0..16, 16..32, 32..48, 48..58]);
+    assert_eq!(chunks(&ids, &[70, 80]), uniform);
+    assert_eq!(Plan::new(&ids, &cfg, BOS).unwrap().chunks, uniform);
+}
+
 #[test]
 fn prefill_and_steps_follow_the_spec() {
     let (len, w, s) = (100, 30, 16); // M = 70 -> chunks 16,16,16,16,6; p = 16
@@ -263,13 +306,13 @@ fn a_document_memory_reuses_chunks_and_changes_nothing() {
     let cfg = FocusConfig::new(40, 25).with_max_batch(4);
     let mut memory = ChunkMemory::new(usize::MAX);
     let first = Fake::default();
-    Session::prefill_with_memory(&first, &cfg, BOS, &a, &mut memory, |_, _| {}).unwrap();
+    Session::prefill_with_memory(&first, &cfg, BOS, &a, &[], &mut memory, |_, _| {}).unwrap();
     // 263 memory tokens: 10 chunks of 25 and one of 13, all computed.
     assert_eq!(first.chunk_tokens.borrow().iter().sum::<usize>(), 263);
     assert_eq!((memory.len(), memory.bytes()), (11, 263));
     let second = Fake::default();
     let (mut s, _) =
-        Session::prefill_with_memory(&second, &cfg, BOS, &b, &mut memory, |_, _| {}).unwrap();
+        Session::prefill_with_memory(&second, &cfg, BOS, &b, &[], &mut memory, |_, _| {}).unwrap();
     // 267 memory tokens: the 10 full chunks come from the memory, only the new 17 are computed.
     assert_eq!(*second.chunk_tokens.borrow(), [17]);
     assert_eq!(memory.hits, 10);
@@ -279,7 +322,8 @@ fn a_document_memory_reuses_chunks_and_changes_nothing() {
     assert_eq!(with_memory, trace(&fresh, &mut s));
     // A budget of three full chunks keeps those used last: chunks 8, 9 and the short 10.
     let mut small = ChunkMemory::new(3 * 25);
-    Session::prefill_with_memory(&Fake::default(), &cfg, BOS, &a, &mut small, |_, _| {}).unwrap();
+    Session::prefill_with_memory(&Fake::default(), &cfg, BOS, &a, &[], &mut small, |_, _| {})
+        .unwrap();
     let held: Vec<usize> = small.entries().iter().map(|(c, _)| c.len()).collect();
     let firsts: Vec<u32> = small.entries().iter().map(|(c, _)| c[0]).collect();
     assert_eq!((held, small.bytes()), (vec![25, 25, 13], 63));
@@ -328,7 +372,7 @@ fn a_disk_store_outlives_the_memory_and_survives_damage() {
     let read = |m: &mut ChunkMemory<Row>| {
         let fake = Fake::default();
         let (mut s, _) =
-            Session::prefill_with_memory(&fake, &cfg, BOS, &ids, m, |_, _| {}).unwrap();
+            Session::prefill_with_memory(&fake, &cfg, BOS, &ids, &[], m, |_, _| {}).unwrap();
         let computed: usize = fake.chunk_tokens.borrow().iter().sum();
         (computed, trace(&fake, &mut s))
     };
@@ -499,28 +543,44 @@ fn readings_report_the_positions_the_model_sees() {
             ..FocusConfig::new(w, s)
         })
     };
-    for (reading, len) in [
-        (focus(30, 16, 512), 100),
-        (focus(30, 7, 512), 100),
-        (focus(30, 16, 4), 100),
-        (focus(30, 40, 512), 31),
-        (focus(200, 16, 512), 100),
-        (Reading::Truncated(30), 100),
-        (Reading::Truncated(30), 20),
-        (Reading::Full, 100),
+    // Pieces of 20, 25 and 50 tokens after 5: seven chunks where the uniform cut has five.
+    let pieces: &[usize] = &[5, 25, 50];
+    for (reading, len, starts) in [
+        (focus(30, 16, 512), 100, &[][..]),
+        (focus(30, 16, 512), 100, pieces),
+        (focus(30, 7, 512), 100, &[]),
+        (focus(30, 16, 4), 100, &[]),
+        (focus(30, 40, 512), 31, &[]),
+        (focus(200, 16, 512), 100, &[]),
+        (Reading::Truncated(30), 100, &[]),
+        (Reading::Truncated(30), 20, &[]),
+        (Reading::Full, 100, &[]),
     ] {
         for new in [0, 3] {
             let fake = Fake::default();
             let ids = plain(len);
-            let (mut s, _) = Session::read(&fake, reading, BOS, &ids, |_, _| {}).unwrap();
+            let mut none = ChunkMemory::new(0);
+            let (mut s, _) =
+                Session::read_with_memory(&fake, reading, BOS, &ids, starts, &mut none, |_, _| {})
+                    .unwrap();
             for t in 0..new {
                 s.step(7 + t as u32);
             }
-            let what = format!("{reading:?}, {len} tokens, {new} new");
-            assert_eq!(fake.end.get(), reading.positions(len, new), "{what}");
+            let what = format!("{reading:?}, {len} tokens, pieces at {starts:?}, {new} new");
+            assert_eq!(
+                fake.end.get(),
+                reading.piece_positions(len, starts, new),
+                "{what}"
+            );
+            if starts.is_empty() {
+                assert_eq!(reading.positions(len, new), fake.end.get(), "{what}");
+            } else {
+                assert_eq!(s.plan().map(|p| p.num_chunks()), Some(7), "{what}");
+            }
             assert_eq!(s.uses_memory(), reading.uses_memory(len), "{what}");
             if let Reading::Focus(cfg) = reading
                 && new == 0
+                && starts.is_empty()
             {
                 let rows: usize = s
                     .chunk_caches()

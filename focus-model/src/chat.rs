@@ -130,6 +130,37 @@ impl ChatTemplate {
         tokenizer.encode(&self.render(messages, true)?, false)
     }
 
+    /// [`prompt_ids`](Self::prompt_ids) and the token positions where messages after the
+    /// first begin, for chunking a conversation message by message
+    /// (`focus_core::Plan::with_pieces`). A message's start is where the rendering of the
+    /// messages before it ends, counted only when that rendering is the beginning of the
+    /// whole one (a template may render a conversation's head differently) and a token
+    /// starts exactly there; the ids are those of `prompt_ids` either way.
+    pub fn prompt_ids_and_starts(
+        &self,
+        tokenizer: &Tokenizer,
+        messages: &[Message],
+    ) -> Result<(Vec<u32>, Vec<usize>)> {
+        let whole = self.render(messages, true)?;
+        let (ids, offsets) = tokenizer.encode_with_offsets(&whole)?;
+        let mut starts = Vec::new();
+        for k in 1..messages.len() {
+            let head = self.render(&messages[..k], false)?;
+            if !whole.starts_with(&head) {
+                continue;
+            }
+            let b = head.len();
+            let i = offsets.partition_point(|&(start, _)| start < b);
+            let clean = i < offsets.len()
+                && offsets[i].0 == b
+                && offsets[..i].iter().all(|&(_, end)| end <= b);
+            if clean {
+                starts.push(i);
+            }
+        }
+        Ok((ids, starts))
+    }
+
     /// Renders `messages`, followed by the opening of the assistant's turn when
     /// `add_generation_prompt`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {

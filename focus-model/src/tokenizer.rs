@@ -13,6 +13,9 @@ use tokenizers::{AddedToken, PreTokenizerWrapper};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 
+/// Where a token lies in the text it came from: its first byte and one past its last.
+pub type Offsets = (usize, usize);
+
 /// A tokenizer plus the ids the model treats specially.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
@@ -138,6 +141,12 @@ impl Tokenizer {
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
+    }
+
+    /// [`encode`](Self::encode) without BOS, with each token's byte range in `text`.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<Offsets>)> {
+        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     /// Token ids of a prompt: BOS first when the model's tokenizer adds it

@@ -75,3 +75,43 @@ fn hf_directories_name_their_template_in_tokenizer_config() {
         "<s>hi</s>"
     );
 }
+
+/// A conversation's message starts on SmolLM2's template: each at the `<|im_start|>` of its
+/// turn, the ids those of `prompt_ids`, and a document's turn the same tokens whatever
+/// system prompt came before it (which is what lets its chunks be reused).
+#[test]
+fn smollm2_messages_start_at_their_turns() {
+    let Some(path) = smollm2_path() else { return };
+    let g = GgufFile::open(&path).unwrap();
+    let t = ChatTemplate::from_gguf(&g).unwrap().unwrap();
+    let tok = focus_model::Tokenizer::from_gguf(&g).unwrap();
+    let doc = "Report. The pass key is 4821. ".repeat(20);
+    let turns = |system: &str| {
+        vec![
+            Message::new("system", system),
+            Message::new("user", doc.as_str()),
+            Message::new("assistant", "Read it."),
+            Message::new("user", "What is the pass key?"),
+        ]
+    };
+    let open = tok.encode("<|im_start|>", false).unwrap();
+    assert_eq!(open.len(), 1, "a special token");
+    let mut docs = Vec::new();
+    for system in [
+        "Answer briefly.",
+        "You are a careful reader; answer in one word.",
+    ] {
+        let messages = turns(system);
+        let (ids, starts) = t.prompt_ids_and_starts(&tok, &messages).unwrap();
+        assert_eq!(ids, t.prompt_ids(&tok, &messages).unwrap());
+        assert_eq!(starts.len(), 3, "{starts:?}");
+        assert!(starts.iter().all(|&s| ids[s] == open[0]), "{starts:?}");
+        docs.push(ids[starts[0]..starts[1]].to_vec());
+    }
+    assert_eq!(docs[0], docs[1]);
+    // Without a system turn the template adds its own; the later turns still start cleanly,
+    // and the document's turn, right before the first of them, has the same tokens.
+    let (ids, starts) = t.prompt_ids_and_starts(&tok, &turns("x")[1..]).unwrap();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert_eq!(ids[starts[0] - docs[0].len()..starts[0]], docs[0]);
+}

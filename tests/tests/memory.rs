@@ -19,7 +19,7 @@ fn a_second_question_with_the_memory_equals_a_fresh_read() {
     let cfg = FocusConfig::new(24, 16).with_max_batch(4);
     let run = |memory: &mut ChunkMemory<_>, ids: &[u32]| {
         let (mut s, l0) =
-            Session::prefill_with_memory(&model, &cfg, BOS, ids, memory, |_, _| {}).unwrap();
+            Session::prefill_with_memory(&model, &cfg, BOS, ids, &[], memory, |_, _| {}).unwrap();
         let mut out = values(l0);
         for tok in [3, 14, 15] {
             out.extend(values(s.step(tok)));

@@ -214,7 +214,7 @@ impl Bench<'_> {
         let bos = self.model.config().bos_token_id;
         let t = Instant::now();
         let (_, logits) =
-            Session::prefill_with_memory(self.model, &cfg, bos, ids, memory, |_, _| {})
+            Session::prefill_with_memory(self.model, &cfg, bos, ids, &[], memory, |_, _| {})
                 .expect("valid settings");
         let _ = logits.into_data();
         sync(&self.device);

@@ -41,11 +41,23 @@ pub struct Args {
     /// A system turn before the user's (with `--chat`).
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
+    /// How a chat's memory is cut (with `--chat`): `messages` starts a chunk at each turn of
+    /// at least S tokens, so that a document's chunks do not depend on what came before it
+    /// (docs/serving.md); `uniform` cuts every S tokens from the start, as the reference does.
+    #[arg(long, value_enum, default_value = "messages", requires = "chat")]
+    pub chunking: Chunking,
     /// Output: `text` streams tokens; `json` prints one object at the end.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `--chunking`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunking {
+    Messages,
+    Uniform,
 }
 
 #[derive(Serialize)]
@@ -94,17 +106,22 @@ fn top_k(v: &[f32], k: usize) -> Vec<(u32, f32)> {
 pub fn run(args: Args, quiet: bool) -> Result<()> {
     let (loaded, device) = load_model(&args.model, !args.no_focus)?;
     let cfg = loaded.model.config();
-    let ids = if args.chat {
-        args.input.chat_ids(&loaded, args.system.as_deref())?
+    let (ids, starts) = if args.chat {
+        let (ids, starts) = args.input.chat_ids(&loaded, args.system.as_deref())?;
+        match args.chunking {
+            Chunking::Messages => (ids, starts),
+            Chunking::Uniform => (ids, Vec::new()),
+        }
     } else {
-        args.input.ids(&loaded)?
+        (args.input.ids(&loaded)?, Vec::new())
     };
     let reading = if args.no_focus {
         Reading::Full
     } else {
         Reading::Focus(args.focus.config(cfg)?)
     };
-    if !reading.fits(cfg.max_position_embeddings, ids.len(), args.max_new_tokens) {
+    let positions = reading.piece_positions(ids.len(), &starts, args.max_new_tokens);
+    if positions > cfg.max_position_embeddings {
         anyhow::bail!(
             "{} input tokens plus {} new ones exceed the model's context ({} positions){}",
             ids.len(),
@@ -132,6 +149,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         reading,
         cfg.bos_token_id,
         &ids,
+        &starts,
         &mut memory,
         |done, total| {
             bar.set_length(total as u64);

@@ -191,12 +191,14 @@ fn parse<T: serde::de::DeserializeOwned>(
 /// What the two endpoints have decided before the model runs.
 struct Prepared {
     ids: Vec<u32>,
+    /// Where a chat's messages begin (none for a completion).
+    starts: Vec<usize>,
     max_tokens: usize,
     reading: Reading,
 }
 
 impl AppState {
-    fn prepare(&self, c: &Common, ids: Vec<u32>) -> Result<Prepared, ApiError> {
+    fn prepare(&self, c: &Common, ids: Vec<u32>, starts: Vec<usize>) -> Result<Prepared, ApiError> {
         if c.model != self.name {
             return Err(ApiError::status(
                 StatusCode::NOT_FOUND,
@@ -252,14 +254,14 @@ impl AppState {
             cfg.decode = d;
         }
         let reading = Reading::Focus(cfg);
-        let positions = reading.positions(ids.len(), max_tokens);
+        let positions = reading.piece_positions(ids.len(), &starts, max_tokens);
         let max_pos = self.config.max_position_embeddings;
         if positions > max_pos {
             return Err(ApiError::bad_request(
                 format!(
                     "{} candidates, the local window and max_tokens {max_tokens} need \
                      {positions} positions, more than the model's {max_pos}",
-                    cfg.num_chunks(ids.len())
+                    focus_core::memory_chunks(ids.len(), &starts, &cfg).len()
                 ),
                 Some("max_tokens"),
             ));
@@ -274,6 +276,7 @@ impl AppState {
         }
         Ok(Prepared {
             ids,
+            starts,
             max_tokens,
             reading,
         })
@@ -284,6 +287,7 @@ impl AppState {
         let (reply, events) = mpsc::channel(64);
         let job = Job {
             ids: p.ids,
+            starts: p.starts,
             reading: p.reading,
             max_tokens: p.max_tokens,
             temperature: c.temperature.unwrap_or(1.0),
@@ -329,11 +333,13 @@ async fn chat(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection
     if req.messages.is_empty() {
         return ApiError::bad_request("messages is empty", Some("messages")).into_response();
     }
-    let ids = match template.prompt_ids(&s.tokenizer, &req.messages) {
-        Ok(ids) => ids,
+    // Each long message is chunked from its own start, so a document's chunks are found in
+    // the memory whatever conversation it comes in (docs/serving.md).
+    let (ids, starts) = match template.prompt_ids_and_starts(&s.tokenizer, &req.messages) {
+        Ok(found) => found,
         Err(e) => return ApiError::bad_request(e.to_string(), Some("messages")).into_response(),
     };
-    respond(&s, &req.common, ids, Kind::Chat).await
+    respond(&s, &req.common, ids, starts, Kind::Chat).await
 }
 
 async fn completions(
@@ -349,11 +355,17 @@ async fn completions(
         Ok(ids) => ids,
         Err(e) => return ApiError::bad_request(e.to_string(), Some("prompt")).into_response(),
     };
-    respond(&s, &req.common, ids, Kind::Completion).await
+    respond(&s, &req.common, ids, Vec::new(), Kind::Completion).await
 }
 
-async fn respond(s: &AppState, c: &Common, ids: Vec<u32>, kind: Kind) -> Response {
-    let prepared = match s.prepare(c, ids) {
+async fn respond(
+    s: &AppState,
+    c: &Common,
+    ids: Vec<u32>,
+    starts: Vec<usize>,
+    kind: Kind,
+) -> Response {
+    let prepared = match s.prepare(c, ids, starts) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

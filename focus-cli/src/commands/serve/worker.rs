@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct Job {
     pub ids: Vec<u32>,
+    /// Where a chat's messages begin (`focus_core::Plan::with_pieces`).
+    pub starts: Vec<usize>,
     pub reading: Reading,
     pub max_tokens: usize,
     pub temperature: f32,
@@ -82,8 +84,15 @@ fn serve_one(
     let eos = tok.eos_ids().to_vec();
     let bos = model.config().bos_token_id;
     let hits = memory.hits;
-    let (mut session, logits) =
-        Session::read_with_memory(model, job.reading, bos, &job.ids, memory, |_, _| {})?;
+    let (mut session, logits) = Session::read_with_memory(
+        model,
+        job.reading,
+        bos,
+        &job.ids,
+        &job.starts,
+        memory,
+        |_, _| {},
+    )?;
     if let Some(plan) = session.plan() {
         tracing::info!(
             "{} of {} chunks from the document memory ({} MB held)",
