@@ -83,6 +83,15 @@ impl PromptArgs {
     }
 }
 
+/// `--chunking`: how a chat's memory is cut.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunking {
+    /// A turn of at least S tokens starts a chunk of its own.
+    Messages,
+    /// Every S tokens from the start, as the reference.
+    Uniform,
+}
+
 /// `--decoding`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeArg {

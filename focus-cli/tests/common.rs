@@ -103,3 +103,20 @@ pub fn fails(args: &[&str], needle: &str) {
 pub fn json(s: &str) -> Value {
     serde_json::from_str(s).expect("JSON output")
 }
+
+/// A copy of the tiny model with a small chat template.
+pub fn tiny_chat(dir: &std::path::Path) -> String {
+    let m = dir.join("chat");
+    std::fs::create_dir(&m).expect("dir");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("tiny-llama").join(f), m.join(f)).expect("copy");
+    }
+    let tpl = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+               {% if add_generation_prompt %}assistant:{% endif %}";
+    std::fs::write(
+        m.join("tokenizer_config.json"),
+        serde_json::json!({"chat_template": tpl}).to_string(),
+    )
+    .expect("write");
+    m.display().to_string()
+}

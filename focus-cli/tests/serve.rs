@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{fixture, present, tiny};
+use crate::common::{present, tiny, tiny_chat};
 
 /// A running server on a free port; killed on drop.
 struct Server {
@@ -90,23 +90,6 @@ fn post(addr: &str, path: &str, body: &Value) -> (u16, Value, String) {
     let (status, text) = request(addr, "POST", path, body.to_string().as_bytes());
     let v = serde_json::from_str(&text).unwrap_or(Value::Null);
     (status, v, text)
-}
-
-/// A copy of the tiny model with a small chat template.
-fn tiny_chat(dir: &Path) -> String {
-    let m = dir.join("chat");
-    std::fs::create_dir(&m).expect("dir");
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        std::fs::copy(fixture("tiny-llama").join(f), m.join(f)).expect("copy");
-    }
-    let tpl = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
-               {% if add_generation_prompt %}assistant:{% endif %}";
-    std::fs::write(
-        m.join("tokenizer_config.json"),
-        json!({"chat_template": tpl}).to_string(),
-    )
-    .expect("write");
-    m.display().to_string()
 }
 
 #[test]

@@ -299,6 +299,63 @@ fn ppl_reports_every_mode() {
     assert_eq!(llama["entries"][0]["results"][0]["tokens"], 189);
 }
 
+/// `passkey --chat`: each prompt the user's turn of a chat after a system turn, the memory
+/// cut message by message or uniformly; the same keys either way, and no chat for a model
+/// without a template.
+#[test]
+fn passkey_runs_as_a_chat_cut_either_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = crate::common::tiny_chat(dir.path());
+    let run = |chunking: &str| {
+        json(&ok(&[
+            "-q",
+            "passkey",
+            "--model",
+            &model,
+            "--local-window",
+            "128",
+            "--chunk",
+            "64",
+            "--lengths",
+            "480",
+            "--depths",
+            "0.5",
+            "--trials",
+            "2",
+            "--modes",
+            "focus",
+            "--chat",
+            "--system",
+            "Be brief.",
+            "--chunking",
+            chunking,
+            "--format",
+            "json",
+        ]))
+    };
+    let keys = |v: &Value| -> Vec<Value> {
+        v["trials"]
+            .as_array()
+            .expect("trials")
+            .iter()
+            .map(|t| t["key"].clone())
+            .collect()
+    };
+    let messages = run("messages");
+    let uniform = run("uniform");
+    assert_eq!(messages["form"], "chat, messages");
+    assert_eq!(uniform["form"], "chat, uniform");
+    assert_eq!(keys(&messages), keys(&uniform));
+    for t in messages["trials"].as_array().expect("trials") {
+        assert!(t["prompt_tokens"].as_u64().expect("n") <= 480, "{t}");
+        assert_eq!(t["form"], "chat, messages");
+    }
+    fails(
+        &["passkey", "--model", &tiny(), "--chat", "--lengths", "480"],
+        "carries no chat template",
+    );
+}
+
 #[test]
 fn passkey_and_niah_write_table_json_and_heatmap() {
     let dir = tempfile::tempdir().expect("tempdir");

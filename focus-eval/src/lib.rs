@@ -13,7 +13,7 @@ pub mod probe;
 pub mod reserved;
 pub mod retrieval;
 
-use focus_core::{CondensingModel, Reading, Sampler, Session};
+use focus_core::{ChunkMemory, CondensingModel, Reading, Sampler, Session};
 use focus_model::model::ids_tensor;
 use focus_model::{LlamaForCausalLM, Rows};
 
@@ -39,18 +39,22 @@ fn check_ids(model: &LlamaForCausalLM, ids: &[u32]) -> Result<()> {
     Ok(())
 }
 
-/// Greedy continuation of `ids` by up to `n` tokens (stopping after any of `eos`).
+/// Greedy continuation of `ids` (made of pieces that begin at `starts`: a chat's messages,
+/// or none) by up to `n` tokens (stopping after any of `eos`).
 pub fn generate(
     model: &LlamaForCausalLM,
     reading: Reading,
     ids: &[u32],
+    starts: &[usize],
     n: usize,
     eos: &[u32],
     progress: impl FnMut(usize, usize),
 ) -> Result<Vec<u32>> {
     check_ids(model, ids)?;
     let bos = model.config().bos_token_id;
-    let (mut session, logits) = Session::read(model, reading, bos, ids, progress)?;
+    let mut none = ChunkMemory::new(0);
+    let (mut session, logits) =
+        Session::read_with_memory(model, reading, bos, ids, starts, &mut none, progress)?;
     let row = model.logits_row(logits);
     Ok(session.generate(row, &mut Sampler::Greedy, n, eos, |_| true))
 }

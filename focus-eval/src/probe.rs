@@ -22,7 +22,7 @@ use focus_model::model::ids_tensor;
 use focus_model::{LlamaForCausalLM, Rows, Tokenizer};
 use serde::Serialize;
 
-use super::retrieval::{Split, Task, fit, key};
+use super::retrieval::{Form, Split, Task, fit, key};
 use super::token_nll;
 use crate::error::{Error, Result};
 
@@ -158,7 +158,7 @@ pub fn probe_trial(
     for attempt in 0..8 {
         let u = 0.05 + 0.9 * (u0 + attempt as f64 * 0.37).fract();
         let depth = u * (length - w) as f64 / length as f64;
-        let ids = fit(tokenizer, &Task::Passkey, length, depth, key)?;
+        let (ids, _) = fit(tokenizer, &Task::Passkey, &Form::Plain, length, depth, key)?;
         let plan = Plan::new(&ids, cfg, bos)?;
         let text = key.to_string();
         let found = (0..plan.num_chunks()).find(|&j| {
@@ -177,7 +177,7 @@ pub fn probe_trial(
         }
         // The key in the window: half-way into it.
         let depth = (length - w / 2) as f64 / length as f64;
-        let near = fit(tokenizer, &Task::Passkey, length, depth, key)?;
+        let (near, _) = fit(tokenizer, &Task::Passkey, &Form::Plain, length, depth, key)?;
         let plan = Plan::new(&near, cfg, bos)?;
         let in_window = tokenizer
             .decode(&near[plan.local.clone()])

@@ -12,9 +12,13 @@
 //! - *exact*: the first number of the whole answer is the key and something other than
 //!   more digits follows it (or the model ended the answer): what a user reads as the right
 //!   answer. The model generates [`AFTER`] tokens beyond the lenient budget to show it.
+//!
+//! A prompt is plain text (the reference's protocol) or the user's turn of a chat
+//! ([`Form`]), whose answer may restate the question first: it gets [`CHAT_LEAD`] more
+//! tokens for that, within the lenient budget.
 
 use focus_core::Reading;
-use focus_model::{LlamaForCausalLM, Tokenizer};
+use focus_model::{ChatTemplate, LlamaForCausalLM, Message, Tokenizer};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -106,24 +110,71 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// The prompt tokens of a trial: the longest haystack whose prompt (as the model's
-/// tokenizer encodes it) has at most `length` tokens.
+/// How a trial's prompt reaches the model.
+#[derive(Debug, Clone, Default)]
+pub enum Form {
+    /// The prompt text as the tokenizer encodes it (the reference's protocol).
+    #[default]
+    Plain,
+    /// The prompt as the user's turn of a chat, after a system turn when `system` is set,
+    /// rendered with the model's template; the memory cut message by message when
+    /// `messages` (`focus_core::Plan::with_pieces`), else uniformly.
+    Chat {
+        template: ChatTemplate,
+        system: Option<String>,
+        messages: bool,
+    },
+}
+
+impl Form {
+    /// `plain`, `chat, messages` or `chat, uniform`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Chat { messages: true, .. } => "chat, messages",
+            Self::Chat { .. } => "chat, uniform",
+        }
+    }
+
+    /// The ids of `text` in this form, and where its pieces begin (none but for a chat cut
+    /// message by message).
+    pub fn ids(&self, tokenizer: &Tokenizer, text: &str) -> Result<(Vec<u32>, Vec<usize>)> {
+        match self {
+            Self::Plain => Ok((tokenizer.encode_prompt(text)?, Vec::new())),
+            Self::Chat {
+                template,
+                system,
+                messages,
+            } => {
+                let turns: Vec<Message> = system
+                    .iter()
+                    .map(|s| Message::new("system", s.as_str()))
+                    .chain([Message::new("user", text)])
+                    .collect();
+                let (ids, starts) = template.prompt_ids_and_starts(tokenizer, &turns)?;
+                Ok((ids, if *messages { starts } else { Vec::new() }))
+            }
+        }
+    }
+}
+
+/// The prompt tokens of a trial in `form`, and where its pieces begin: the longest
+/// haystack whose prompt has at most `length` tokens.
 pub fn fit(
     tokenizer: &Tokenizer,
     task: &Task,
+    form: &Form,
     length: usize,
     depth: f64,
     key: u32,
-) -> Result<Vec<u32>> {
-    let count = |n: usize| -> Result<Vec<u32>> {
-        Ok(tokenizer.encode_prompt(&task.prompt(n, depth, key))?)
-    };
+) -> Result<(Vec<u32>, Vec<usize>)> {
+    let count = |n: usize| form.ids(tokenizer, &task.prompt(n, depth, key));
     let empty = count(0)?;
-    if empty.len() > length {
+    if empty.0.len() > length {
         return Err(Error::Input(format!(
             "a {} prompt needs at least {} tokens; {length} is too short",
             task.name(),
-            empty.len()
+            empty.0.len()
         )));
     }
     // Largest n with count(n) <= length, by bisection (counts grow with n).
@@ -132,7 +183,7 @@ pub fn fit(
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
         let ids = count(mid)?;
-        if ids.len() <= length {
+        if ids.0.len() <= length {
             lo = mid;
             best = ids;
         } else {
@@ -145,6 +196,9 @@ pub fn fit(
 /// Answer tokens generated beyond the lenient budget (the key's tokens plus one), so that
 /// the exact score sees what follows the number.
 pub const AFTER: usize = 3;
+
+/// Tokens a chat's answer may take before the number, on top of the lenient budget.
+pub const CHAT_LEAD: usize = 12;
 
 /// The two disjoint sets of evaluation keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -255,6 +309,8 @@ pub fn first_integer(text: &str) -> Option<u64> {
 pub struct Trial {
     /// `passkey` or `niah`.
     pub task: String,
+    /// How the prompt reached the model ([`Form::name`]).
+    pub form: &'static str,
     /// `focus`, `truncated` or `full`.
     pub mode: String,
     /// Requested length in tokens.
@@ -301,6 +357,7 @@ pub fn trial(
     model: &LlamaForCausalLM,
     tokenizer: &Tokenizer,
     task: &Task,
+    form: &Form,
     mode: Reading,
     length: usize,
     depth: f64,
@@ -308,21 +365,29 @@ pub fn trial(
     progress: impl FnMut(usize, usize),
 ) -> Result<Option<Trial>> {
     let key = key(at.split, at.seed, at.index);
-    let ids = fit(tokenizer, task, length, depth, key)?;
+    let (ids, starts) = fit(tokenizer, task, form, length, depth, key)?;
     let answer = tokenizer.encode(&key.to_string(), false)?;
-    let lenient_len = answer.len() + 1;
+    // A chat's answer is a turn of its own and may restate the question before the number
+    // ("The pass key is 4821."): it gets [`CHAT_LEAD`] more tokens, and its lenient score
+    // looks for the number anywhere in them.
+    let lead = match form {
+        Form::Plain => 0,
+        Form::Chat { .. } => CHAT_LEAD,
+    };
+    let lenient_len = answer.len() + 1 + lead;
     let n_new = lenient_len + AFTER;
-    if !mode.fits(model.config().max_position_embeddings, ids.len(), n_new) {
+    if mode.piece_positions(ids.len(), &starts, n_new) > model.config().max_position_embeddings {
         return Ok(None);
     }
     let t0 = std::time::Instant::now();
     let eos = tokenizer.eos_ids();
-    let out = generate(model, mode, &ids, n_new, eos, progress)?;
+    let out = generate(model, mode, &ids, &starts, n_new, eos, progress)?;
     let ended = out.last().is_some_and(|t| eos.contains(t));
     let output = tokenizer.decode(&out)?;
     let lenient_text = tokenizer.decode(&out[..out.len().min(lenient_len)])?;
     Ok(Some(Trial {
         task: task.name().to_string(),
+        form: form.name(),
         mode: mode.name().to_string(),
         length,
         prompt_tokens: ids.len(),

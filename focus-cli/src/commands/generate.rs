@@ -7,7 +7,7 @@ use anyhow::Result;
 use focus_core::{ChunkMemory, CondensingModel, Reading, Sampler, Session};
 use serde::Serialize;
 
-use crate::args::{FocusArgs, Format, InputArgs, ModelArgs, StoreArgs};
+use crate::args::{Chunking, FocusArgs, Format, InputArgs, ModelArgs, StoreArgs};
 use crate::load::load_model;
 
 /// Generate a continuation of a prompt.
@@ -51,13 +51,6 @@ pub struct Args {
     pub format: Format,
     #[command(flatten)]
     pub store: StoreArgs,
-}
-
-/// `--chunking`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunking {
-    Messages,
-    Uniform,
 }
 
 #[derive(Serialize)]

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use focus_eval::reserved::held_out_match;
-use focus_eval::retrieval::{Cell, KeyRef, Rate, Split, Task, Trial, cells, trial};
+use focus_eval::retrieval::{Cell, Form, KeyRef, Rate, Split, Task, Trial, cells, trial};
 use serde::Serialize;
 
 use crate::args::Format;
-use crate::args::{FocusArgs, ModelArgs, parse_len};
+use crate::args::{Chunking, FocusArgs, ModelArgs, parse_len};
 use crate::eval_args::{EvalArgs, short_len};
 use crate::load::{load_model, read_text};
 use crate::output::write_atomic;
@@ -46,6 +46,17 @@ pub struct Args {
     /// Draw the exact-score heatmap (length × depth, one panel per mode) to this PNG file.
     #[arg(long)]
     pub heatmap: Option<PathBuf>,
+    /// Put each prompt as the user's turn of a chat, rendered with the model's template
+    /// (after a --system turn when given), as a chat client would.
+    #[arg(long)]
+    pub chat: bool,
+    /// A system turn before the prompt (with --chat).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// How a chat's memory is cut (with --chat): `messages` (a long turn starts a chunk, as
+    /// the server does) or `uniform` (every S tokens from the start, as the reference).
+    #[arg(long, value_enum, default_value = "messages", requires = "chat")]
+    pub chunking: Chunking,
 }
 
 /// Needle in a haystack: the passkey grid over a haystack of real text.
@@ -63,6 +74,8 @@ pub struct NiahArgs {
 #[derive(Serialize)]
 struct Report<'a> {
     task: &'a str,
+    /// How the prompts reached the model (`plain`, `chat, messages`, `chat, uniform`).
+    form: &'static str,
     model: String,
     focus_weights: Option<String>,
     local_window: usize,
@@ -141,6 +154,15 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
     let (loaded, device) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
+    let form = match (args.chat, &loaded.chat_template) {
+        (false, _) => Form::Plain,
+        (true, None) => bail!("--chat: the model carries no chat template"),
+        (true, Some(t)) => Form::Chat {
+            template: t.clone(),
+            system: args.system.clone(),
+            messages: args.chunking == Chunking::Messages,
+        },
+    };
     let modes = args.eval.modes(&cfg);
     let longest = lens.iter().copied().max().unwrap_or(0);
     crate::load::check_memory(&device, model.config(), Some(&cfg), longest)?;
@@ -168,6 +190,7 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
                         model,
                         &loaded.tokenizer,
                         &task,
+                        &form,
                         mode,
                         length,
                         depth,
@@ -197,6 +220,7 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
     bar.finish_and_clear();
     let report = Report {
         task: task.name(),
+        form: form.name(),
         model: args.model.model.display().to_string(),
         focus_weights: args
             .model
@@ -256,10 +280,11 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
         Format::Text => {
             writeln!(
                 out,
-                "{} split, seed {}: exact = the answer is the number and stops there; \
-                 lenient = the number begins the answer; 95 % Wilson intervals",
+                "{} split, seed {}, {} prompts: exact = the answer is the number and stops \
+                 there; lenient = the number begins the answer; 95 % Wilson intervals",
                 args.split.name(),
-                args.seed
+                args.seed,
+                form.name()
             )?;
             write!(out, "| mode | length | trials | exact | lenient |")?;
             for d in &args.depths {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use focus_core::{FocusConfig, Reading};
-use focus_eval::retrieval::{KeyRef, Split, Task, trial};
+use focus_eval::retrieval::{Form, KeyRef, Split, Task, trial};
 use focus_model::{LlamaForCausalLM, Tokenizer};
 use focus_train::data::{pack, pack_held_out, read_texts};
 use focus_train::synth::Haystack;
@@ -403,6 +403,7 @@ impl Probe for PasskeyProbe<'_> {
                         model,
                         self.tokenizer,
                         &Task::Passkey,
+                        &Form::Plain,
                         Reading::Focus(focus),
                         len,
                         depth,
