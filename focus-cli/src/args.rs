@@ -28,6 +28,10 @@ pub struct ModelArgs {
     /// Float type of the computation (their accuracy: docs/backends.md).
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     pub dtype: Dtype,
+    /// Float type FocusLLM's chunk caches are kept in [default: --dtype]: f16 or bf16 halve
+    /// their memory in an f32 computation (their accuracy: docs/benchmarks.md).
+    #[arg(long, value_enum)]
+    pub chunk_cache_dtype: Option<Dtype>,
 }
 
 /// FocusLLM settings.

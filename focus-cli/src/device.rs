@@ -196,22 +196,24 @@ impl Dtype {
         }
     }
 
-    /// Bytes per number.
-    pub fn bytes(self) -> usize {
+    /// burn's name of the type.
+    pub fn burn(self) -> burn::tensor::DType {
         match self {
-            Self::F32 => 4,
-            Self::F16 | Self::Bf16 => 2,
+            Self::F32 => burn::tensor::DType::F32,
+            Self::F16 => burn::tensor::DType::F16,
+            Self::Bf16 => burn::tensor::DType::BF16,
         }
     }
 }
 
 /// Sets the float type of a device, checking support.
 pub fn set_dtype(device: &mut Device, dtype: Dtype) -> Result<()> {
-    let (ft, dt) = match dtype {
+    let ft = match dtype {
         Dtype::F32 => return Ok(()),
-        Dtype::F16 => (FloatDType::F16, burn::tensor::DType::F16),
-        Dtype::Bf16 => (FloatDType::BF16, burn::tensor::DType::BF16),
+        Dtype::F16 => FloatDType::F16,
+        Dtype::Bf16 => FloatDType::BF16,
     };
+    let dt = dtype.burn();
     let dtype = dtype.name();
     if !device.supports_dtype(dt) {
         bail!("this device does not support {dtype}");

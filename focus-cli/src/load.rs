@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use focus_core::{DiskStore, FocusConfig};
-use focus_model::{Loaded, Message, load};
+use focus_model::{LlamaForCausalLM, Loaded, Message, load};
 use sha2::{Digest, Sha256};
 
 use crate::args::{InputArgs, ModelArgs, StoreArgs};
@@ -28,6 +28,15 @@ pub fn load_model(args: &ModelArgs, focus: bool) -> Result<(Loaded, Device)> {
         };
     } else if args.focus_weights.is_some() {
         bail!("--focus-weights has no effect with --no-focus");
+    }
+    if let Some(d) = args.chunk_cache_dtype {
+        if !device.supports_dtype(d.burn()) {
+            bail!(
+                "--chunk-cache-dtype {}: this device does not support it",
+                d.name()
+            );
+        }
+        loaded.model = loaded.model.with_chunk_cache_dtype(d.burn());
     }
     Ok((loaded, device))
 }
@@ -121,18 +130,21 @@ fn host_available_bytes() -> Option<u64> {
 /// Refuses inputs whose FocusLLM chunk caches (or full-attention cache) cannot fit in
 /// host memory when the model runs on the CPU (`device` as [`load_model`] built it).
 pub fn check_memory(
-    device: &Device,
-    model: &focus_model::LlamaConfig,
+    model: &LlamaForCausalLM,
     focus: Option<&FocusConfig>,
     len: usize,
 ) -> Result<()> {
-    if !crate::device::is_cpu(device) {
+    let device = model.device();
+    if !crate::device::is_cpu(&device) {
         return Ok(());
     }
-    let bytes_per_value = focus_model::weights::float_dtype(device).size();
+    let config = model.config();
     let need = match focus {
-        Some(f) => model.chunk_cache_bytes(f, len, bytes_per_value),
-        None => len * model.kv_bytes_per_position(bytes_per_value),
+        Some(f) => config.chunk_cache_bytes(f, len, model.chunk_cache_dtype().size()),
+        None => {
+            let bytes_per_value = focus_model::weights::float_dtype(&device).size();
+            len * config.kv_bytes_per_position(bytes_per_value)
+        }
     } as u64;
     if let Some(avail) = host_available_bytes()
         && need > avail
@@ -186,6 +198,8 @@ pub fn open_store(
         }
     }
     h.update(args.dtype.name());
+    // The float type the entries are kept in (f32 entries and bf16 ones differ).
+    h.update(args.chunk_cache_dtype.unwrap_or(args.dtype).name());
     h.update(format!("{device:?}"));
     DiskStore::open(dir, store.memory_disk_budget as u64, &h.finalize())
         .with_context(|| format!("--memory-dir {}", dir.display()))

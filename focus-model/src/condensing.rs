@@ -52,8 +52,12 @@ impl CondensingModel for LlamaForCausalLM {
     fn chunk_kv(&self, chunks: &[&[u32]]) -> Vec<Vec<LayerKv>> {
         let rows: Vec<Vec<u32>> = chunks.iter().map(|c| c.to_vec()).collect();
         let f = self.forward(batch_ids(&rows, &self.device()), 0, None, Rows::Plain);
-        let layers: Vec<(Tensor<4>, Tensor<4>)> =
-            f.new_kv.into_iter().map(|kv| (kv.k_rot, kv.v)).collect();
+        let dtype = self.chunk_cache_dtype();
+        let layers: Vec<(Tensor<4>, Tensor<4>)> = f
+            .new_kv
+            .into_iter()
+            .map(|kv| (kv.k_rot.cast(dtype), kv.v.cast(dtype)))
+            .collect();
         (0..chunks.len())
             .map(|i| {
                 layers

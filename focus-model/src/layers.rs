@@ -3,6 +3,7 @@
 
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -32,10 +33,19 @@ impl LayerKv {
         self.len() == 0
     }
 
-    /// Appends `other` along the sequence axis.
+    /// Appends `other` along the sequence axis, in this cache's float type.
     pub fn append(&mut self, other: LayerKv) {
-        self.k = Tensor::cat(vec![self.k.clone(), other.k], 2);
-        self.v = Tensor::cat(vec![self.v.clone(), other.v], 2);
+        let dtype = self.k.dtype();
+        self.k = Tensor::cat(vec![self.k.clone(), other.k.cast(dtype)], 2);
+        self.v = Tensor::cat(vec![self.v.clone(), other.v.cast(dtype)], 2);
+    }
+
+    /// The keys and values in `dtype` (no copy when they are in it already).
+    pub fn cast(self, dtype: DType) -> Self {
+        Self {
+            k: self.k.cast(dtype),
+            v: self.v.cast(dtype),
+        }
     }
 }
 
@@ -179,9 +189,11 @@ impl Attention {
         let cand_k = cand_k.map(|y| y.reshape([b, 1, hkv, hd]).swap_dims(1, 2));
 
         let (k_all, v_all) = match past {
+            // A cache kept in another float type (compact chunk caches) is read in the
+            // computation's.
             Some(p) if !p.is_empty() => (
-                Tensor::cat(vec![p.k.clone(), k_rot.clone()], 2),
-                Tensor::cat(vec![p.v.clone(), v.clone()], 2),
+                Tensor::cat(vec![p.k.clone().cast(k_rot.dtype()), k_rot.clone()], 2),
+                Tensor::cat(vec![p.v.clone().cast(v.dtype()), v.clone()], 2),
             ),
             _ => (k_rot.clone(), v.clone()),
         };

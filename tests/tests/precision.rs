@@ -155,3 +155,56 @@ fn child() {
     }
     println!("{dtype:?}: plain decoder {plain}; FocusLLM {focus}");
 }
+
+/// Largest FocusLLM logit errors allowed with the chunk caches kept in `dtype` and an f32
+/// computation.
+fn compact_bound(dtype: DType) -> f32 {
+    match dtype {
+        // Observed on flex: 2.0e-3 (f16 keeps 11 bits of mantissa; the f16 computation's
+        // error above is 4.8e-2).
+        DType::F16 => 5e-3,
+        // Observed on flex: 1.25e-2 (8 bits; the bf16 computation's is 0.176).
+        DType::BF16 => 3e-2,
+        other => panic!("no bound for {other:?}"),
+    }
+}
+
+/// FocusLLM with its chunk caches kept in f16 or bf16 (`--chunk-cache-dtype`) and the
+/// computation in f32, against the f32 reference: the caches round the chunks' keys and
+/// values only, so the error stays below that of a computation in the same type.
+#[test]
+fn compact_chunk_caches_against_the_reference() {
+    let r = Reference::open("tiny-focus-ref.safetensors");
+    let ids = r.ids("input_ids");
+    let vocab = tiny_focus().config().vocab_size;
+    for dtype in [DType::F16, DType::BF16] {
+        let model = tiny_focus().with_chunk_cache_dtype(dtype);
+        let bound = compact_bound(dtype);
+        let mut focus = Tally::default();
+        for (i, (cfg, _)) in settings().into_iter().enumerate() {
+            let want = r.f32(&format!("logits.{i}"));
+            let greedy = r.ids(&format!("greedy.{i}"));
+            let (mut s, mut logits) = Session::prefill(&model, &cfg, BOS, &ids, |_, _| {}).unwrap();
+            let caches = s.chunk_caches();
+            assert!(
+                caches
+                    .iter()
+                    .all(|c| c.iter().all(|l| l.k.dtype() == dtype))
+            );
+            for (t, &token) in greedy.iter().enumerate() {
+                let got = values(logits);
+                let w = &want[t * vocab..(t + 1) * vocab];
+                focus.check(&got, w, bound, &format!("{dtype:?} setting {i} step {t}"));
+                logits = s.step(token);
+            }
+            // Decoding steps append to the caches in their type.
+            let caches = s.chunk_caches();
+            assert!(
+                caches
+                    .iter()
+                    .all(|c| c.iter().all(|l| l.v.dtype() == dtype))
+            );
+        }
+        println!("chunk caches in {dtype:?}: FocusLLM {focus}");
+    }
+}

@@ -300,11 +300,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             };
             let mut device = args.model.device.device()?;
             crate::device::set_dtype(&mut device, args.model.dtype)?;
-            (
-                cfg.init(&device).with_candidate_projections(),
-                device,
-                format!("random {shape}"),
-            )
+            let model = cfg.init(&device).with_candidate_projections();
+            let model = match args.model.chunk_cache_dtype {
+                Some(d) => model.with_chunk_cache_dtype(d.burn()),
+                None => model,
+            };
+            (model, device, format!("random {shape}"))
         }
         None => {
             let (loaded, device) = load_model(&args.model, true)?;
@@ -312,7 +313,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         }
     };
     focus.prompt = args.focus.prompt.config(model.config())?;
-    let bytes_per_value = args.model.dtype.bytes();
+    let bytes_per_value = model.chunk_cache_dtype().size();
     let mut bench = Bench {
         model: &model,
         device: device.clone(),

@@ -130,7 +130,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         Reading::Focus(c) => Some(c),
         _ => None,
     };
-    crate::load::check_memory(&device, cfg, focus_cfg, ids.len() + args.max_new_tokens)?;
+    crate::load::check_memory(&loaded.model, focus_cfg, ids.len() + args.max_new_tokens)?;
     let bar = crate::output::progress_bar(quiet || args.format == Format::Json, "chunks");
     let mut memory = ChunkMemory::new(0);
     if let Some(store) = crate::load::open_store(&args.store, &args.model, &device)? {

@@ -89,7 +89,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         .iter()
         .map(|p| read_text(p).map(|t| (p.display().to_string(), t)))
         .collect::<Result<Vec<_>>>()?;
-    let (loaded, device) = load_model(&args.model, true)?;
+    let (loaded, _) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
     let modes = args.eval.modes(&cfg);
@@ -98,7 +98,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         ProtocolArg::LlamaCpp => vec![args.ctx],
     };
     let longest = lens.iter().copied().max().unwrap_or(0);
-    crate::load::check_memory(&device, model.config(), Some(&cfg), longest + args.score)?;
+    crate::load::check_memory(model, Some(&cfg), longest + args.score)?;
     let quiet = quiet || args.eval.format == Format::Json;
     let mut entries = Vec::new();
     for (name, text) in &texts {

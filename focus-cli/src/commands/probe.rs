@@ -58,11 +58,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     if args.trials == 0 {
         bail!("--trials must be positive");
     }
-    let (loaded, device) = load_model(&args.model, true)?;
+    let (loaded, _) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
     let longest = args.chunks.iter().max().copied().unwrap_or(1) * cfg.chunk_len + cfg.local_window;
-    crate::load::check_memory(&device, model.config(), Some(&cfg), longest)?;
+    crate::load::check_memory(model, Some(&cfg), longest)?;
     let quiet = quiet || args.format == Format::Json;
     let bar = crate::output::progress_bar(quiet, "trials");
     bar.set_length(args.chunks.len() as u64 * args.trials);

@@ -151,7 +151,7 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
     {
         bail!("--heatmap {} must end in .png", p.display());
     }
-    let (loaded, device) = load_model(&args.model, true)?;
+    let (loaded, _) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
     let form = match (args.chat, &loaded.chat_template) {
@@ -165,7 +165,7 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
     };
     let modes = args.eval.modes(&cfg);
     let longest = lens.iter().copied().max().unwrap_or(0);
-    crate::load::check_memory(&device, model.config(), Some(&cfg), longest)?;
+    crate::load::check_memory(model, Some(&cfg), longest)?;
     let quiet = quiet || args.eval.format == Format::Json;
     let total = modes.len() * lens.len() * args.depths.len() * args.trials as usize;
     let bar = crate::output::progress_bar(quiet, "trials");
