@@ -91,6 +91,28 @@ fn a_disk_store_answers_a_later_process_exactly() {
         "{err}"
     );
     assert!(same(&third), "{third} against {first}");
+    // Chunk caches kept in bf16 are other entries (the fingerprint names the type): the
+    // first such run finds none of the f32 ones, a later one finds all of its own and
+    // answers the same, bit for bit.
+    let compact = || {
+        let out = focus()
+            .args(long_generate(&["--memory-dir"]))
+            .arg(&store)
+            .args(["--chunk-cache-dtype", "bf16"])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&String::from_utf8(out.stdout).expect("UTF-8"))
+    };
+    let (fourth, fifth) = (compact(), compact());
+    assert_eq!(counts(&fourth), [0, 6, 0, 6], "{fourth}");
+    assert_eq!(counts(&fifth), [6, 0, 0, 0], "{fifth}");
+    assert_eq!(fourth["top_logits"], fifth["top_logits"]);
+    assert_eq!(fourth["generated_ids"], fifth["generated_ids"]);
 }
 
 /// `memory add` reads a document's full chunks into the store ahead of a question; a
