@@ -87,8 +87,9 @@ impl LlamaForCausalLM {
 
     /// The float type of the chunk caches.
     pub fn chunk_cache_dtype(&self) -> DType {
+        // The weights are in the computation's float type.
         self.chunk_dtype
-            .unwrap_or_else(|| crate::weights::float_dtype(&self.device()))
+            .unwrap_or_else(|| self.model.embed_tokens.weight.val().dtype())
     }
 
     /// The rotary embedding.
