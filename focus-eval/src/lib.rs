@@ -40,7 +40,8 @@ fn check_ids(model: &LlamaForCausalLM, ids: &[u32]) -> Result<()> {
 }
 
 /// Greedy continuation of `ids` (made of pieces that begin at `starts`: a chat's messages,
-/// or none) by up to `n` tokens (stopping after any of `eos`).
+/// or none) by up to `n` tokens (stopping after any of `eos`), and the seconds the read
+/// (the prefill, up to the first token's logits) took.
 pub fn generate(
     model: &LlamaForCausalLM,
     reading: Reading,
@@ -49,14 +50,19 @@ pub fn generate(
     n: usize,
     eos: &[u32],
     progress: impl FnMut(usize, usize),
-) -> Result<Vec<u32>> {
+) -> Result<(Vec<u32>, f64)> {
     check_ids(model, ids)?;
     let bos = model.config().bos_token_id;
     let mut none = ChunkMemory::new(0);
+    let t0 = std::time::Instant::now();
     let (mut session, logits) =
         Session::read_with_memory(model, reading, bos, ids, starts, &mut none, progress)?;
     let row = model.logits_row(logits);
-    Ok(session.generate(row, &mut Sampler::Greedy, n, eos, |_| true))
+    let read = t0.elapsed().as_secs_f64();
+    Ok((
+        session.generate(row, &mut Sampler::Greedy, n, eos, |_| true),
+        read,
+    ))
 }
 
 /// Negative log-likelihood (nats) of each of `targets` following `context`, teacher-forced.

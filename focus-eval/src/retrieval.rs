@@ -334,8 +334,12 @@ pub struct Trial {
     pub lenient: bool,
     /// Exact score: the answer's first number is the key, and it stops there.
     pub exact: bool,
-    /// Wall time of the trial in seconds.
+    /// Wall time of the trial in seconds, and of its read (the prefill, up to the first
+    /// answer token's logits); the rest decoded the other answer tokens.
     pub seconds: f64,
+    pub prefill_seconds: f64,
+    /// Answer tokens generated.
+    pub new_tokens: usize,
 }
 
 /// Where a trial's key comes from: trial `index` of `split`'s stream with `seed`.
@@ -381,7 +385,7 @@ pub fn trial(
     }
     let t0 = std::time::Instant::now();
     let eos = tokenizer.eos_ids();
-    let out = generate(model, mode, &ids, &starts, n_new, eos, progress)?;
+    let (out, prefill_seconds) = generate(model, mode, &ids, &starts, n_new, eos, progress)?;
     let ended = out.last().is_some_and(|t| eos.contains(t));
     let output = tokenizer.decode(&out)?;
     let lenient_text = tokenizer.decode(&out[..out.len().min(lenient_len)])?;
@@ -400,6 +404,8 @@ pub fn trial(
         exact: exact(&output, key, ended),
         output,
         seconds: t0.elapsed().as_secs_f64(),
+        prefill_seconds,
+        new_tokens: out.len(),
     }))
 }
 
