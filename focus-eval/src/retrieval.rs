@@ -294,6 +294,20 @@ pub fn exact(answer: &str, key: u32, ended: bool) -> bool {
     first_number(answer).is_some_and(|(n, followed)| n == key.to_string() && (followed || ended))
 }
 
+/// The lenient score of an answer's first `n + 1` tokens (plain) or of its first
+/// `n + 1 +` [`CHAT_LEAD`] tokens (chat): the first integer is the key; in a chat, whose
+/// budget reaches past the number, the key's digits begin it (what the plain budget's
+/// `n + 1` tokens forgive: digits that run on).
+fn lenient(text: &str, key: u32, form: &Form) -> bool {
+    match form {
+        Form::Plain => first_integer(text) == Some(u64::from(key)),
+        Form::Chat { .. } => {
+            let start = text.find(|c: char| c.is_ascii_digit());
+            start.is_some_and(|i| text[i..].starts_with(&key.to_string()))
+        }
+    }
+}
+
 /// First integer in `text`, if any.
 pub fn first_integer(text: &str) -> Option<u64> {
     let start = text.find(|c: char| c.is_ascii_digit())?;
@@ -400,7 +414,7 @@ pub fn trial(
         seed: at.seed,
         index: at.index,
         key,
-        lenient: first_integer(&lenient_text) == Some(u64::from(key)),
+        lenient: lenient(&lenient_text, key, form),
         exact: exact(&output, key, ended),
         output,
         seconds: t0.elapsed().as_secs_f64(),
@@ -577,6 +591,22 @@ mod tests {
         assert!(!exact(" 26331.5 is it", 26331, false));
         assert!(!exact(" no number", 26331, true));
         assert_eq!(first_number("is 12,345."), Some(("12,345", true)));
+    }
+
+    #[test]
+    fn a_chats_lenient_score_forgives_digits_that_run_on() {
+        let chat = Form::Chat {
+            template: ChatTemplate::new("{{ messages[0]['content'] }}", "<s>", "</s>"),
+            system: None,
+            messages: true,
+        };
+        assert!(lenient("The pass key is 24997777. The", 24997, &chat));
+        assert!(!lenient("The pass key is 2499. The", 24997, &chat));
+        assert!(!lenient("The pass key is 14997.", 24997, &chat));
+        assert!(!lenient("No number", 24997, &chat));
+        // The plain budget is cut at the key's tokens plus one before it is read.
+        assert!(lenient(" 24997", 24997, &Form::Plain));
+        assert!(!lenient(" 24997777", 24997, &Form::Plain));
     }
 
     #[test]

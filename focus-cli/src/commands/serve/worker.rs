@@ -62,23 +62,28 @@ pub fn run(
     report: MemoryReport,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        if let Err(e) = serve_one(&loaded, &job, &mut memory) {
-            let _ = job.reply.blocking_send(Event::Failed(e.to_string()));
-        }
+        let last = serve_one(&loaded, &job, &mut memory)
+            .unwrap_or_else(|e| Some(Event::Failed(e.to_string())));
         for note in memory.take_notes() {
             tracing::warn!("{note}");
         }
         if let Ok(mut r) = report.lock() {
             *r = memory_report(&memory);
         }
+        // The reply ends once the figures count this request, so that a client asking for
+        // them next sees it.
+        if let Some(event) = last {
+            let _ = job.reply.blocking_send(event);
+        }
     }
 }
 
+/// Answers `job` up to its last event, which it returns (`None` when the client left).
 fn serve_one(
     loaded: &Loaded,
     job: &Job,
     memory: &mut ChunkMemory<Vec<LayerKv>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Event>> {
     let model = &loaded.model;
     let tok = &loaded.tokenizer;
     let eos = tok.eos_ids().to_vec();
@@ -122,12 +127,11 @@ fn serve_one(
             "the client left after {} tokens; generation stopped",
             out.len()
         );
-        return Ok(());
+        return Ok(None);
     }
     let stopped = out.last().is_some_and(|t| eos.contains(t));
-    let _ = job.reply.blocking_send(Event::Done {
+    Ok(Some(Event::Done {
         finish_reason: if stopped { "stop" } else { "length" },
         tokens: out.len(),
-    });
-    Ok(())
+    }))
 }
