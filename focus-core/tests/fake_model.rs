@@ -330,6 +330,42 @@ fn a_document_memory_reuses_chunks_and_changes_nothing() {
     assert_eq!(firsts, [a[200], a[225], a[250]]);
 }
 
+/// The same document after two different preambles (a chat's system turns), cut by pieces:
+/// the second reading computes only its own preamble's chunk and finds the document's.
+#[test]
+fn a_document_after_another_preamble_reuses_its_chunks() {
+    let cfg = FocusConfig::new(40, 25).with_max_batch(4);
+    let doc: Vec<u32> = (100..300).collect();
+    let chat = |preamble: &[u32]| -> (Vec<u32>, Vec<usize>) {
+        let ids: Vec<u32> = preamble
+            .iter()
+            .chain(&doc)
+            .chain(&[901, 902, 903])
+            .copied()
+            .collect();
+        (ids, vec![preamble.len(), preamble.len() + doc.len()])
+    };
+    let mut memory = ChunkMemory::new(usize::MAX);
+    let read = |ids: &[u32], starts: &[usize], memory: &mut ChunkMemory<Row>| {
+        let fake = Fake::default();
+        Session::prefill_with_memory(&fake, &cfg, BOS, ids, starts, memory, |_, _| {}).unwrap();
+        fake.chunk_tokens.into_inner().iter().sum::<usize>()
+    };
+    // Preamble of 7, then the document's 200 tokens, then 3: a memory of 170 tokens, the
+    // preamble's chunk and the document's first 163 tokens (6 chunks of 25 and one of 13).
+    let (a, starts_a) = chat(&[1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(read(&a, &starts_a, &mut memory), 170);
+    // Preamble of 12: its chunk is new; the document's 7 chunks are found.
+    let (b, starts_b) = chat(&(11..23).collect::<Vec<u32>>());
+    let hits = memory.hits;
+    assert_eq!(read(&b, &starts_b, &mut memory), 12);
+    assert_eq!(memory.hits - hits, 7);
+    // Cut uniformly, the same two readings share no chunk.
+    let mut uniform = ChunkMemory::new(usize::MAX);
+    read(&a, &[], &mut uniform);
+    assert_eq!(read(&b, &[], &mut uniform), 175);
+}
+
 /// A passage repeated within one batch is computed once, and the reading is the same as
 /// one that computes every chunk on its own (batches of one chunk).
 #[test]
