@@ -16,9 +16,9 @@ a=${FOCUS_ASSETS:-.assets}
 mkdir -p "$out"
 store="$out/store"
 rm -rf "$store"
-# About 3.6 characters per token in this book under SmolLM2's tokenizer; the reports give
+# About 4.6 characters per token in this book under SmolLM2's tokenizer; the reports give
 # the exact counts.
-head -c $((tokens * 36 / 10)) "$a/books/lcet10.txt" > "$out/doc.txt"
+head -c $((tokens * 46 / 10)) "$a/books/lcet10.txt" > "$out/doc.txt"
 ask() { # system prompt, question, report
   { cat "$out/doc.txt"; printf '\n\nQuestion: %s' "$2"; } > "$out/prompt.txt"
   "$focus" -q generate --chat --system "$1" --prompt-file "$out/prompt.txt" \
