@@ -87,6 +87,31 @@ impl PromptArgs {
     }
 }
 
+/// A prompt put as the user's turn of a chat (`generate`, `passkey`, `niah`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChatArgs {
+    /// Put the prompt as the user's turn of a chat, rendered with the model's own chat
+    /// template, as a chat client would (the answer is the assistant's turn).
+    #[arg(long)]
+    pub chat: bool,
+    /// A system turn before the user's (with `--chat`).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// How a chat's memory is cut (with `--chat`): `messages` starts a chunk at each turn of
+    /// at least S tokens, so that a document's chunks do not depend on what came before it,
+    /// as the server does (docs/design.md); `uniform` cuts every S tokens from the start, as
+    /// the reference does.
+    #[arg(long, value_enum, default_value = "messages", requires = "chat")]
+    pub chunking: Chunking,
+}
+
+impl ChatArgs {
+    /// Whether the memory is cut message by message.
+    pub fn by_messages(&self) -> bool {
+        self.chunking == Chunking::Messages
+    }
+}
+
 /// `--chunking`: how a chat's memory is cut.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunking {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use focus_core::{ChunkMemory, CondensingModel, Reading, Sampler, Session};
 use serde::Serialize;
 
-use crate::args::{Chunking, FocusArgs, Format, InputArgs, ModelArgs, StoreArgs};
+use crate::args::{ChatArgs, FocusArgs, Format, InputArgs, ModelArgs, StoreArgs};
 use crate::load::load_model;
 
 /// Generate a continuation of a prompt.
@@ -34,18 +34,8 @@ pub struct Args {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Treat the prompt as the user's turn of a chat, rendered with the model's own chat
-    /// template (generation stops at the end of the assistant's turn).
-    #[arg(long)]
-    pub chat: bool,
-    /// A system turn before the user's (with `--chat`).
-    #[arg(long, requires = "chat")]
-    pub system: Option<String>,
-    /// How a chat's memory is cut (with `--chat`): `messages` starts a chunk at each turn of
-    /// at least S tokens, so that a document's chunks do not depend on what came before it
-    /// (docs/serving.md); `uniform` cuts every S tokens from the start, as the reference does.
-    #[arg(long, value_enum, default_value = "messages", requires = "chat")]
-    pub chunking: Chunking,
+    #[command(flatten)]
+    pub chat: ChatArgs,
     /// Output: `text` streams tokens; `json` prints one object at the end.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -99,12 +89,16 @@ fn top_k(v: &[f32], k: usize) -> Vec<(u32, f32)> {
 pub fn run(args: Args, quiet: bool) -> Result<()> {
     let (loaded, device) = load_model(&args.model, !args.no_focus)?;
     let cfg = loaded.model.config();
-    let (ids, starts) = if args.chat {
-        let (ids, starts) = args.input.chat_ids(&loaded, args.system.as_deref())?;
-        match args.chunking {
-            Chunking::Messages => (ids, starts),
-            Chunking::Uniform => (ids, Vec::new()),
-        }
+    let (ids, starts) = if args.chat.chat {
+        let (ids, starts) = args.input.chat_ids(&loaded, args.chat.system.as_deref())?;
+        (
+            ids,
+            if args.chat.by_messages() {
+                starts
+            } else {
+                Vec::new()
+            },
+        )
     } else {
         (args.input.ids(&loaded)?, Vec::new())
     };

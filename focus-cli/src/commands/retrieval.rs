@@ -11,7 +11,7 @@ use focus_eval::retrieval::{Cell, Form, KeyRef, Rate, Split, Task, Trial, cells,
 use serde::Serialize;
 
 use crate::args::Format;
-use crate::args::{Chunking, FocusArgs, ModelArgs, parse_len};
+use crate::args::{ChatArgs, FocusArgs, ModelArgs, parse_len};
 use crate::eval_args::{EvalArgs, short_len};
 use crate::load::{load_model, read_text};
 use crate::output::write_atomic;
@@ -46,17 +46,8 @@ pub struct Args {
     /// Draw the exact-score heatmap (length × depth, one panel per mode) to this PNG file.
     #[arg(long)]
     pub heatmap: Option<PathBuf>,
-    /// Put each prompt as the user's turn of a chat, rendered with the model's template
-    /// (after a --system turn when given), as a chat client would.
-    #[arg(long)]
-    pub chat: bool,
-    /// A system turn before the prompt (with --chat).
-    #[arg(long, requires = "chat")]
-    pub system: Option<String>,
-    /// How a chat's memory is cut (with --chat): `messages` (a long turn starts a chunk, as
-    /// the server does) or `uniform` (every S tokens from the start, as the reference).
-    #[arg(long, value_enum, default_value = "messages", requires = "chat")]
-    pub chunking: Chunking,
+    #[command(flatten)]
+    pub chat: ChatArgs,
 }
 
 /// Needle in a haystack: the passkey grid over a haystack of real text.
@@ -154,13 +145,13 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
     let (loaded, _) = load_model(&args.model, true)?;
     let model = &loaded.model;
     let cfg = args.focus.config(model.config())?;
-    let form = match (args.chat, &loaded.chat_template) {
+    let form = match (args.chat.chat, &loaded.chat_template) {
         (false, _) => Form::Plain,
         (true, None) => bail!("--chat: the model carries no chat template"),
         (true, Some(t)) => Form::Chat {
             template: t.clone(),
-            system: args.system.clone(),
-            messages: args.chunking == Chunking::Messages,
+            system: args.chat.system.clone(),
+            messages: args.chat.by_messages(),
         },
     };
     let modes = args.eval.modes(&cfg);
