@@ -197,6 +197,13 @@ impl Attention {
             ),
             _ => (k_rot.clone(), v.clone()),
         };
+        let o_cand = cand.as_ref().map(|c| &c[3]);
+        #[cfg(feature = "flex")]
+        if crate::cpu_attention::applies(&q) {
+            let out = crate::cpu_attention::attention(q, k_all, v_all);
+            let out = Self::project(out, &self.o_proj, o_cand).0;
+            return (out, NewKv { k_rot, v, cand_k });
+        }
         let groups = h / hkv;
         // A single row sees every key, so it needs no mask, and the query heads that share
         // a key/value head can be that head's rows (head j reads key/value head j / groups,
@@ -215,7 +222,7 @@ impl Attention {
         };
         let out = attention(q, k_all, v_all, None, None, options).reshape([b, h, t, hd]);
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
-        let out = Self::project(out, &self.o_proj, cand.as_ref().map(|c| &c[3])).0;
+        let out = Self::project(out, &self.o_proj, o_cand).0;
         (out, NewKv { k_rot, v, cand_k })
     }
 }

@@ -15,6 +15,8 @@ pub mod candidate;
 pub mod chat;
 pub mod condensing;
 pub mod config;
+#[cfg(feature = "flex")]
+pub mod cpu_attention;
 pub mod error;
 pub mod gguf;
 pub mod layers;

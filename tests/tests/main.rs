@@ -1,6 +1,7 @@
 //! One integration-test binary (linking burn once).
 //!
 //! - `chat`: chat templates against Jinja2.
+//! - `cpu_attention`: the CPU attention kernel against its definition and burn's.
 //! - `parity_tiny`: a seeded random GQA Llama against transformers, layer by layer.
 //! - `parity_smollm2`: the real default model (GGUF) against transformers.
 //! - `gguf`: dequantisation against gguf-py, and malformed files.
@@ -13,6 +14,8 @@
 //! - `training`: the training loss, step, resume and low-rank updates on the tiny model.
 
 mod chat;
+#[cfg(feature = "flex")]
+mod cpu_attention;
 mod focus_fidelity;
 mod gguf;
 mod loading;

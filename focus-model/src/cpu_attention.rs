@@ -1,0 +1,337 @@
+//! Attention in f32 on the CPU backend (burn-flex), outside autodiff.
+//!
+//! burn-flex's attention takes `exp` one score at a time through the C library and scores
+//! every key tile of a causal pass, masked or not (docs/benchmarks.md has the profile). This
+//! kernel computes the same function, `softmax(q kᵀ / √d) v` with the causal mask aligned at
+//! the end (row `i` of `t` sees the first `s - t + i + 1` of `s` keys), in blocks:
+//!
+//! - a task is [`ROWS`] query rows of one head; tasks run on rayon's pool;
+//! - for each tile of [`KEYS`] keys that some row of the task sees: one GEMM for the scores,
+//!   then per row the online softmax (running maximum and sum, the row's output rescaled
+//!   when the maximum grows) with a vectorised `exp`, then one GEMM adding the tile's
+//!   weighted values; tiles no row sees are never computed;
+//! - query heads that share a key/value head (grouped-query attention) read it in place;
+//! - the output is written as `[batch, rows, heads · head_dim]`, the layout the output
+//!   projection reads, so no transpose follows.
+//!
+//! The GEMMs are the `gemm` crate's, which burn-flex's matmul uses too. Tests:
+//! `tests/tests/cpu_attention.rs` (against an f64 reference and against burn's attention) and
+//! every parity and fidelity test of the model, whose tolerances do not change.
+
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
+
+/// Query rows per task.
+pub const ROWS: usize = 64;
+/// Keys per tile.
+pub const KEYS: usize = 256;
+
+/// The sizes of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Query rows `t`.
+    pub rows: usize,
+    /// Keys `s` (at least `t`: the last `t` keys are the rows' own).
+    pub keys: usize,
+    pub head_dim: usize,
+}
+
+/// Whether [`attention`] serves these queries: f32 on the CPU backend, outside autodiff.
+pub fn applies(q: &Tensor<4>) -> bool {
+    let device = q.device();
+    q.dtype() == DType::F32 && !device.is_autodiff() && device == Device::flex()
+}
+
+/// Causal attention (aligned at the end) of `q` `[b, h, t, d]` over `k`, `v`
+/// `[b, h_kv, s, d]` (`h` a multiple of `h_kv`, `s ≥ t`), as `[b, t, h · d]`. Call it only
+/// where [`applies`] holds.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
+    let device = q.device();
+    let [batch, heads, rows, head_dim] = q.dims();
+    let [_, kv_heads, keys, _] = k.dims();
+    let dims = Dims {
+        batch,
+        heads,
+        kv_heads,
+        rows,
+        keys,
+        head_dim,
+    };
+    let data = |x: Tensor<4>| x.into_data().try_into_vec::<f32>().expect("f32 tensor");
+    let out = attend(&data(q), &data(k), &data(v), dims);
+    Tensor::from_data(
+        TensorData::new(out, [batch, rows, heads * head_dim]),
+        &device,
+    )
+}
+
+/// [`attention`] on slices: `q` `[b, h, t, d]`, `k` and `v` `[b, h_kv, s, d]`, row-major;
+/// returns `[b, t, h, d]`.
+pub fn attend(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
+    let Dims {
+        batch,
+        heads,
+        kv_heads,
+        rows,
+        keys,
+        head_dim: d,
+    } = dims;
+    assert!(
+        kv_heads > 0 && heads.is_multiple_of(kv_heads) && keys >= rows,
+        "attention shapes: {dims:?}"
+    );
+    assert_eq!(q.len(), batch * heads * rows * d, "queries of {dims:?}");
+    assert_eq!(k.len(), batch * kv_heads * keys * d, "keys of {dims:?}");
+    assert_eq!(v.len(), k.len(), "values of {dims:?}");
+    let blocks = rows.div_ceil(ROWS);
+    let tasks = batch * heads * blocks;
+    let groups = heads / kv_heads;
+    let results: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map_init(Scratch::default, |scratch, task| {
+            let (bh, block) = (task / blocks, task % blocks);
+            let (b, h) = (bh / heads, bh % heads);
+            let r0 = block * ROWS;
+            let r1 = (r0 + ROWS).min(rows);
+            let q_at = (bh * rows + r0) * d;
+            let kv_at = (b * kv_heads + h / groups) * keys * d;
+            let task = Task {
+                q: &q[q_at..q_at + (r1 - r0) * d],
+                k: &k[kv_at..kv_at + keys * d],
+                v: &v[kv_at..kv_at + keys * d],
+                first_row: r0,
+                offset: keys - rows,
+                head_dim: d,
+            };
+            run_task(&task, scratch)
+        })
+        .collect();
+    let mut out = vec![0.0; batch * rows * heads * d];
+    for (task, block_out) in results.into_iter().enumerate() {
+        let (bh, block) = (task / blocks, task % blocks);
+        let (b, h) = (bh / heads, bh % heads);
+        for (i, row) in block_out.chunks_exact(d).enumerate() {
+            let at = ((b * rows + block * ROWS + i) * heads + h) * d;
+            out[at..at + d].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// One task's inputs: its query rows, its head's keys and values.
+struct Task<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    /// Index of the task's first row among the call's rows.
+    first_row: usize,
+    /// Keys before the first row's own (`s - t`).
+    offset: usize,
+    head_dim: usize,
+}
+
+/// Buffers a rayon job reuses across its tasks.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+fn run_task(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { run_task_avx512(task, scratch) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { run_task_avx2(task, scratch) };
+        }
+    }
+    run_task_in(task, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn run_task_avx512(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
+    run_task_in(task, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_task_avx2(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
+    run_task_in(task, scratch)
+}
+
+/// The task's output rows `[m, d]`: the body of [`run_task`], inlined into each of its
+/// instruction-set variants so that the softmax loops are vectorised for them.
+#[inline(always)]
+fn run_task_in(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
+    let d = task.head_dim;
+    let m = task.q.len() / d;
+    let scale = 1.0 / (d as f32).sqrt();
+    // Keys seen by the task's last row; rows before it see fewer.
+    let seen = task.offset + task.first_row + m;
+    let Scratch { scores, max, sum } = scratch;
+    scores.resize(m * KEYS, 0.0);
+    max.clear();
+    max.resize(m, f32::NEG_INFINITY);
+    sum.clear();
+    sum.resize(m, 0.0);
+    let mut out = vec![0.0f32; m * d];
+    for start in (0..seen).step_by(KEYS) {
+        let n = KEYS.min(seen - start);
+        let tile = &mut scores[..m * n];
+        // SAFETY: `tile` is `[m, n]`, the task's queries `[m, d]` and the tile's keys
+        // `[n, d]` (read transposed), all row-major and in bounds.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                d,
+                tile.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                task.q.as_ptr(),
+                1,
+                d as isize,
+                task.k.as_ptr().add(start * d),
+                d as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (i, row) in tile.chunks_exact_mut(n).enumerate() {
+            let visible = (task.offset + task.first_row + i + 1).saturating_sub(start);
+            let visible = visible.min(n);
+            let (seen_part, masked) = row.split_at_mut(visible);
+            masked.fill(0.0);
+            if visible == 0 {
+                continue;
+            }
+            let new_max = max[i].max(row_max(seen_part));
+            let correction = if max[i] == f32::NEG_INFINITY {
+                0.0
+            } else {
+                ((max[i] - new_max) * scale).exp()
+            };
+            if correction != 1.0 {
+                out[i * d..(i + 1) * d]
+                    .iter_mut()
+                    .for_each(|o| *o *= correction);
+            }
+            sum[i] = sum[i] * correction + exp_shifted(seen_part, new_max, scale);
+            max[i] = new_max;
+        }
+        // SAFETY: `out` is `[m, d]`, the weights `[m, n]`, the tile's values `[n, d]`, all
+        // row-major and in bounds.
+        unsafe {
+            gemm::gemm(
+                m,
+                d,
+                n,
+                out.as_mut_ptr(),
+                1,
+                d as isize,
+                true,
+                tile.as_ptr(),
+                1,
+                n as isize,
+                task.v.as_ptr().add(start * d),
+                1,
+                d as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+    for (row, s) in out.chunks_exact_mut(d).zip(sum.iter()) {
+        let inv = 1.0 / s;
+        row.iter_mut().for_each(|o| *o *= inv);
+    }
+    out
+}
+
+/// Lanes of the reductions: sixteen independent accumulators, which the compiler turns into
+/// vector registers (the sum's order differs from a serial loop's, as any vectorised sum's).
+const LANES: usize = 16;
+
+#[inline(always)]
+fn row_max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+    acc.iter().fold(tail, |a, &x| a.max(x))
+}
+
+/// Replaces each `x` by `exp((x - max) · scale)` and returns their sum.
+#[inline(always)]
+fn exp_shifted(xs: &mut [f32], max: f32, scale: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            let e = exp_neg((c[j] - max) * scale);
+            c[j] = e;
+            acc[j] += e;
+        }
+    }
+    let mut total = 0.0;
+    for x in chunks.into_remainder() {
+        *x = exp_neg((*x - max) * scale);
+        total += *x;
+    }
+    total + acc.iter().sum::<f32>()
+}
+
+/// `exp(x)` for `x ≤ 0` without branches, so that a loop of it vectorises: `x = n ln 2 + r`
+/// with `|r| ≤ ln 2 / 2`, `e^r` by its Taylor series to `r⁷` (truncation below 6e-9
+/// relative), `2ⁿ` built in the exponent bits. Arguments below -87 give `exp(-87)` (about
+/// 1.6e-38) in place of smaller numbers or zero: negligible beside the row's largest
+/// weight, which is 1.
+#[inline(always)]
+pub fn exp_neg(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 in two parts, the first exact in few bits, so that `n · LN2_HI` is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2²³: adding it rounds to an integer, held in the low bits of the sum.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.max(-87.0);
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let exponent = (t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) << 23;
+    p * f32::from_bits(exponent as u32)
+}
