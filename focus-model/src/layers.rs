@@ -199,8 +199,8 @@ impl Attention {
         };
         let o_cand = cand.as_ref().map(|c| &c[3]);
         #[cfg(feature = "flex")]
-        if crate::cpu_attention::applies(&q) {
-            let out = crate::cpu_attention::attention(q, k_all, v_all);
+        if crate::cpu::applies(&q) {
+            let out = crate::cpu::attention::attention(q, k_all, v_all);
             let out = Self::project(out, &self.o_proj, o_cand).0;
             return (out, NewKv { k_rot, v, cand_k });
         }
@@ -250,8 +250,12 @@ impl Mlp {
     /// # Shapes
     /// - x: `[batch, T, hidden]` -> `[batch, T, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        let (gate, up) = (self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        #[cfg(feature = "flex")]
+        if crate::cpu::applies(&gate) {
+            return self.down_proj.forward(crate::cpu::swiglu::gate(gate, up));
+        }
+        self.down_proj.forward(silu(gate) * up)
     }
 }
 

@@ -16,7 +16,7 @@ pub mod chat;
 pub mod condensing;
 pub mod config;
 #[cfg(feature = "flex")]
-pub mod cpu_attention;
+pub mod cpu;
 pub mod error;
 pub mod gguf;
 pub mod layers;

@@ -1,7 +1,7 @@
 //! One integration-test binary (linking burn once).
 //!
 //! - `chat`: chat templates against Jinja2.
-//! - `cpu_attention`: the CPU attention kernel against its definition and burn's.
+//! - `cpu_kernels`: the CPU kernels (attention, the SwiGLU gate) against their definitions and burn.
 //! - `parity_tiny`: a seeded random GQA Llama against transformers, layer by layer.
 //! - `parity_smollm2`: the real default model (GGUF) against transformers.
 //! - `gguf`: dequantisation against gguf-py, and malformed files.
@@ -15,7 +15,7 @@
 
 mod chat;
 #[cfg(feature = "flex")]
-mod cpu_attention;
+mod cpu_kernels;
 mod focus_fidelity;
 mod gguf;
 mod loading;

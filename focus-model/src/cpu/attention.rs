@@ -15,12 +15,14 @@
 //!   projection reads, so no transpose follows.
 //!
 //! The GEMMs are the `gemm` crate's, which burn-flex's matmul uses too. Tests:
-//! `tests/tests/cpu_attention.rs` (against an f64 reference and against burn's attention) and
+//! `tests/tests/cpu_kernels.rs` (against an f64 reference and against burn's attention) and
 //! every parity and fidelity test of the model, whose tolerances do not change.
 
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::TensorData;
 use rayon::prelude::*;
+
+use super::{LANES, exp_neg, vectorised};
 
 /// Query rows per task.
 pub const ROWS: usize = 64;
@@ -40,15 +42,9 @@ pub struct Dims {
     pub head_dim: usize,
 }
 
-/// Whether [`attention`] serves these queries: f32 on the CPU backend, outside autodiff.
-pub fn applies(q: &Tensor<4>) -> bool {
-    let device = q.device();
-    q.dtype() == DType::F32 && !device.is_autodiff() && device == Device::flex()
-}
-
 /// Causal attention (aligned at the end) of `q` `[b, h, t, d]` over `k`, `v`
 /// `[b, h_kv, s, d]` (`h` a multiple of `h_kv`, `s ≥ t`), as `[b, t, h · d]`. Call it only
-/// where [`applies`] holds.
+/// where [`super::applies`] holds.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
     let device = q.device();
     let [batch, heads, rows, head_dim] = q.dims();
@@ -142,36 +138,11 @@ struct Scratch {
     sum: Vec<f32>,
 }
 
-fn run_task(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { run_task_avx512(task, scratch) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { run_task_avx2(task, scratch) };
-        }
-    }
-    run_task_in(task, scratch)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn run_task_avx512(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
-    run_task_in(task, scratch)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn run_task_avx2(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
-    run_task_in(task, scratch)
-}
+vectorised!(fn run_task(task: &Task, scratch: &mut Scratch) -> Vec<f32> = run_task_in);
 
 /// The task's output rows `[m, d]`: the body of [`run_task`], inlined into each of its
-/// instruction-set variants so that the softmax loops are vectorised for them.
+/// instruction-set variants (see [`vectorised`]) so that the softmax loops are vectorised for
+/// them.
 #[inline(always)]
 fn run_task_in(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
     let d = task.head_dim;
@@ -269,10 +240,6 @@ fn run_task_in(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
     out
 }
 
-/// Lanes of the reductions: sixteen independent accumulators, which the compiler turns into
-/// vector registers (the sum's order differs from a serial loop's, as any vectorised sum's).
-const LANES: usize = 16;
-
 #[inline(always)]
 fn row_max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
@@ -307,31 +274,4 @@ fn exp_shifted(xs: &mut [f32], max: f32, scale: f32) -> f32 {
         total += *x;
     }
     total + acc.iter().sum::<f32>()
-}
-
-/// `exp(x)` for `x ≤ 0` without branches, so that a loop of it vectorises: `x = n ln 2 + r`
-/// with `|r| ≤ ln 2 / 2`, `e^r` by its Taylor series to `r⁷` (truncation below 6e-9
-/// relative), `2ⁿ` built in the exponent bits. Arguments below -87 give `exp(-87)` (about
-/// 1.6e-38) in place of smaller numbers or zero: negligible beside the row's largest
-/// weight, which is 1.
-#[inline(always)]
-pub fn exp_neg(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 in two parts, the first exact in few bits, so that `n · LN2_HI` is exact.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 · 2²³: adding it rounds to an integer, held in the low bits of the sum.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let t = x * LOG2_E + ROUND;
-    let n = t - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let exponent = (t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) << 23;
-    p * f32::from_bits(exponent as u32)
 }
