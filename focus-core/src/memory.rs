@@ -7,6 +7,11 @@
 //! or the same passage in another document) reuses them, and only the prompt rows of each
 //! chunk (`[separator ‖ dynamic prompt]`) and the local pass are computed again.
 //!
+//! The keys and values of a chunk's first tokens depend on those tokens alone as well, so a
+//! chunk that begins like a kept one (at least [`PREFIX`] tokens alike: a document's last,
+//! partial chunk before another question, a conversation's last chunk one turn later) is
+//! computed from where they part, after the kept rows.
+//!
 //! Entries are keyed by the chunk's exact tokens (so a hit is exact, never a hash
 //! collision) and bounded by a budget, evicting the least recently used first. The budget is
 //! in whatever unit [`ChunkMemory::insert`] is given: bytes for a session's memory, chunk
@@ -15,7 +20,7 @@
 use std::collections::HashMap;
 
 use crate::model::CondensingModel;
-use crate::store::{DiskStore, Lookup};
+use crate::store::{DiskStore, Lookup, PREFIX};
 
 /// Chunk keys and values (`K`, the model's type) by chunk tokens, within a byte budget;
 /// optionally over a [`DiskStore`], the slower tier that outlives the process.
@@ -28,6 +33,9 @@ pub struct ChunkMemory<K> {
     /// Lookups answered from the memory, and all lookups (chunks).
     pub hits: usize,
     pub lookups: usize,
+    /// Chunks computed from a kept entry's first tokens, and the tokens so reused.
+    pub extended: usize,
+    pub extended_tokens: usize,
     store: Option<DiskStore>,
     /// What went wrong with the store since the last [`take_notes`](Self::take_notes): damaged
     /// entries (removed and computed again) and failed writes. Nothing of it changes a result.
@@ -51,6 +59,8 @@ impl<K: Clone> ChunkMemory<K> {
             clock: 0,
             hits: 0,
             lookups: 0,
+            extended: 0,
+            extended_tokens: 0,
             store: None,
             notes: Vec::new(),
         }
@@ -131,6 +141,13 @@ impl<K: Clone> ChunkMemory<K> {
                 None => distinct.push(i),
             }
         }
+        distinct.retain(|&i| match self.extend(model, chunks[i]) {
+            Some(extended) => {
+                kv[i] = Some(extended);
+                false
+            }
+            None => true,
+        });
         if !distinct.is_empty() {
             let rows: Vec<&[u32]> = distinct.iter().map(|&i| chunks[i]).collect();
             for (i, computed) in distinct.into_iter().zip(model.chunk_kv(&rows)) {
@@ -139,13 +156,59 @@ impl<K: Clone> ChunkMemory<K> {
                 self.insert(chunks[i].to_vec(), computed.clone(), bytes);
                 kv[i] = Some(computed);
             }
-            for (i, d) in repeats {
-                kv[i] = kv[d].clone();
-            }
+        }
+        for (i, d) in repeats {
+            kv[i] = kv[d].clone();
         }
         kv.into_iter()
             .map(|k| k.expect("every chunk read"))
             .collect()
+    }
+
+    /// `chunk`'s keys and values computed after those of the kept entry (here, else in the
+    /// store) that shares the most first tokens with it, at least [`PREFIX`]; kept and
+    /// written like computed ones. `None` when no entry begins like it.
+    fn extend<M: CondensingModel<ChunkKv = K>>(&mut self, model: &M, chunk: &[u32]) -> Option<K> {
+        if chunk.len() < PREFIX {
+            return None;
+        }
+        let shared = |c: &[u32]| c.iter().zip(chunk).take_while(|(a, b)| a == b).count();
+        let here = self
+            .entries
+            .iter()
+            .map(|(c, e)| (shared(c), e))
+            .filter(|&(n, _)| n >= PREFIX)
+            .max_by_key(|&(n, _)| n)
+            .map(|(n, e)| (n, e.kv.clone()));
+        let here_len = here.as_ref().map_or(0, |(n, _)| *n);
+        let stored = self
+            .store
+            .as_mut()
+            .and_then(|s| s.get_prefix(chunk))
+            .filter(|(_, n)| *n > here_len);
+        let (keep, kv) = match stored {
+            Some((bytes, n)) => match model.decode_chunk_kv(&bytes) {
+                Some(kv) => (n, kv),
+                None => {
+                    self.notes.push(
+                        "a chunk entry in the store does not decode for this model; not used"
+                            .into(),
+                    );
+                    here?
+                }
+            },
+            None => here?,
+        };
+        let computed = model.extend_chunk_kv(&kv, keep, chunk);
+        self.extended += 1;
+        self.extended_tokens += keep;
+        self.save(chunk, || model.encode_chunk_kv(&computed));
+        self.insert(
+            chunk.to_vec(),
+            computed.clone(),
+            model.chunk_kv_bytes(&computed),
+        );
+        Some(computed)
     }
 
     /// The store's problems since the last call (see the field's notes).

@@ -18,6 +18,11 @@ pub trait CondensingModel {
     /// `0..n`): one entry per chunk. They depend on nothing else.
     fn chunk_kv(&self, chunks: &[&[u32]]) -> Vec<Self::ChunkKv>;
 
+    /// The keys and values of `chunk` (positions `0..n`) from those of its first `keep`
+    /// tokens, the first `keep` rows of `stored` (an entry of a chunk that begins with the
+    /// same `keep` tokens, `keep ≤ n`): only `chunk[keep..]` is computed, after them.
+    fn extend_chunk_kv(&self, stored: &Self::ChunkKv, keep: usize, chunk: &[u32]) -> Self::ChunkKv;
+
     /// Bytes one entry holds (for a memory's budget).
     fn chunk_kv_bytes(&self, kv: &Self::ChunkKv) -> usize;
 

@@ -16,6 +16,11 @@
 //! | 32 | SHA-256 of the payload |
 //! | … | the payload (the model's encoding of the keys and values) |
 //!
+//! A file's name is the hex of a short hash of the fingerprint and the chunk's first
+//! [`PREFIX`] tokens, then of the 32 bytes above. Entries whose chunks begin alike thus share
+//! the start of their names, which is how [`DiskStore::get_prefix`] finds an entry that
+//! begins like a chunk without reading the folder's files.
+//!
 //! A file is written under a temporary name and renamed into place, so a reader (in this
 //! process or another sharing the folder) sees a whole entry or none. A read checks
 //! everything above; a truncated, damaged or foreign file is removed and reported
@@ -33,6 +38,10 @@ use sha2::{Digest, Sha256};
 const MAGIC: &[u8; 8] = b"FOCUSKV1";
 const SUFFIX: &str = "kv";
 
+/// Tokens an entry must share with a chunk, from its start, for [`DiskStore::get_prefix`]
+/// to offer it; they also name its file's first part.
+pub const PREFIX: usize = 64;
+
 /// A folder of chunk entries within a byte budget.
 #[derive(Debug)]
 pub struct DiskStore {
@@ -43,11 +52,13 @@ pub struct DiskStore {
     /// (an upper bound when a write replaced an entry or another process removed some): the
     /// folder is scanned again only when this passes the budget.
     used: u64,
-    /// Reads answered, reads that found nothing, damaged entries removed, entries written.
+    /// Reads answered, reads that found nothing, damaged entries removed, entries written,
+    /// and entries read for their first tokens ([`get_prefix`](Self::get_prefix)).
     pub hits: usize,
     pub misses: usize,
     pub damaged: usize,
     pub writes: usize,
+    pub prefix_hits: usize,
 }
 
 /// What a read found.
@@ -79,6 +90,7 @@ impl DiskStore {
             misses: 0,
             damaged: 0,
             writes: 0,
+            prefix_hits: 0,
         };
         store.used = store.usage()?.0;
         Ok(store)
@@ -98,15 +110,21 @@ impl DiskStore {
         h.finalize().into()
     }
 
-    fn path(&self, key: &[u8; 32]) -> PathBuf {
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{hex}.{SUFFIX}"))
+    /// The first part of the file names of entries whose chunks begin with `chunk`'s first
+    /// [`PREFIX`] tokens (all of them if it is shorter).
+    fn head(&self, chunk: &[u32]) -> String {
+        hex(&self.key(&chunk[..chunk.len().min(PREFIX)])[..8])
+    }
+
+    fn path(&self, chunk: &[u32]) -> PathBuf {
+        let name = format!("{}{}.{SUFFIX}", self.head(chunk), hex(&self.key(chunk)));
+        self.dir.join(name)
     }
 
     /// Reads the entry of `chunk`.
     pub fn get(&mut self, chunk: &[u32]) -> Lookup {
         let key = self.key(chunk);
-        let path = self.path(&key);
+        let path = self.path(chunk);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(_) => {
@@ -134,6 +152,46 @@ impl DiskStore {
         }
     }
 
+    /// The entry, other than `chunk`'s own, that shares the most first tokens with `chunk`
+    /// (at least [`PREFIX`]): its payload (checked as [`get`](Self::get) checks) and how many
+    /// tokens they share. Only the headers of entries whose names begin like `chunk`'s are
+    /// read to choose it.
+    pub fn get_prefix(&mut self, chunk: &[u32]) -> Option<(Vec<u8>, usize)> {
+        if chunk.len() < PREFIX {
+            return None;
+        }
+        let head = self.head(chunk);
+        let own = self.path(chunk);
+        let mut best: Option<(usize, Vec<u32>)> = None;
+        for e in fs::read_dir(&self.dir).ok()?.flatten() {
+            let path = e.path();
+            let named_alike = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&head) && n.ends_with(SUFFIX));
+            if !named_alike || path == own {
+                continue;
+            }
+            let Some(tokens) = header(&path) else {
+                continue;
+            };
+            let shared = tokens.iter().zip(chunk).take_while(|(a, b)| a == b).count();
+            if shared >= PREFIX && best.as_ref().is_none_or(|(n, _)| shared > *n) {
+                best = Some((shared, tokens));
+            }
+        }
+        let (shared, tokens) = best?;
+        match self.get(&tokens) {
+            Lookup::Found(payload) => {
+                // `get` counted a hit: this read is counted apart.
+                self.hits -= 1;
+                self.prefix_hits += 1;
+                Some((payload, shared))
+            }
+            _ => None,
+        }
+    }
+
     /// Writes the entry of `chunk` (replacing any), then removes the least recently used
     /// entries until the folder fits the budget. An entry larger than the budget is not
     /// written.
@@ -156,7 +214,7 @@ impl DiskStore {
         let tmp = self.dir.join(format!(".{}-{n}.tmp", std::process::id()));
         let written = fs::File::create(&tmp)
             .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
-            .and_then(|()| fs::rename(&tmp, self.path(&key)));
+            .and_then(|()| fs::rename(&tmp, self.path(chunk)));
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -262,6 +320,31 @@ fn header_tokens(path: &Path) -> Option<usize> {
         .then(|| u32::from_le_bytes(head[40..].try_into().expect("4 bytes")) as usize)
 }
 
+/// The chunk tokens in an entry's header, if it starts like an entry (nothing else is
+/// checked: [`DiskStore::get`] checks the entry it reads).
+fn header(path: &Path) -> Option<Vec<u32>> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let mut head = [0u8; 44];
+    file.read_exact(&mut head).ok()?;
+    if &head[..8] != MAGIC {
+        return None;
+    }
+    let n = u32::from_le_bytes(head[40..].try_into().expect("4 bytes")) as usize;
+    let mut tokens = vec![0u8; 4 * n.min(1 << 20)];
+    file.read_exact(&mut tokens).ok()?;
+    Some(
+        tokens
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect(),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The payload of an entry's bytes, or why they are not the entry of `chunk` under `key`.
 fn check<'a>(bytes: &'a [u8], key: &[u8; 32], chunk: &[u32]) -> Result<&'a [u8], String> {
     let mut at = 0;
@@ -330,7 +413,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = store(dir.path(), 1 << 20, b"m");
         let chunk = [7u32, 8, 9];
-        let path = s.path(&s.key(&chunk));
+        let path = s.path(&chunk);
         type Damage = fn(&mut Vec<u8>);
         let cases: [(&str, Damage); 5] = [
             ("truncated", |b| b.truncate(b.len() - 3)),
@@ -360,10 +443,7 @@ mod tests {
         for t in 0..3 {
             s.put(&[t], &payload).unwrap();
             // Modification times one second apart, so the order is certain.
-            let f = fs::File::options()
-                .append(true)
-                .open(s.path(&s.key(&[t])))
-                .unwrap();
+            let f = fs::File::options().append(true).open(s.path(&[t])).unwrap();
             f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t as u64 + 1))
                 .unwrap();
         }
@@ -403,7 +483,7 @@ mod tests {
         fs::write(dir.path().join("notes.txt"), b"keep").unwrap();
         let f = fs::File::options()
             .append(true)
-            .open(a.path(&a.key(&[1, 2, 3])))
+            .open(a.path(&[1, 2, 3]))
             .unwrap();
         f.set_modified(SystemTime::UNIX_EPOCH).unwrap();
         let listed = DiskStore::list(dir.path()).unwrap();

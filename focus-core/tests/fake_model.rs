@@ -58,6 +58,22 @@ impl CondensingModel for Fake {
             .collect()
     }
 
+    fn extend_chunk_kv(&self, stored: &Row, keep: usize, chunk: &[u32]) -> Row {
+        assert!(
+            stored.len() >= keep
+                && stored[..keep]
+                    .iter()
+                    .map(|&(t, _)| t)
+                    .eq(chunk[..keep].iter().copied()),
+            "an entry that begins like the chunk"
+        );
+        if keep < chunk.len() {
+            self.chunk_tokens.borrow_mut().push(chunk.len() - keep);
+            self.saw(chunk.len());
+        }
+        chunk.iter().copied().zip(0..).collect()
+    }
+
     fn chunk_kv_bytes(&self, kv: &Row) -> usize {
         kv.len()
     }
@@ -628,4 +644,57 @@ fn readings_report_the_positions_the_model_sees() {
             }
         }
     }
+}
+
+/// A chunk that begins like a kept one (at least 64 tokens alike) is computed from where
+/// they part, from the memory in RAM or from a disk store in a later process, and the
+/// reading is the same as a fresh one; a chunk that is the start of a kept one is computed
+/// not at all.
+#[test]
+fn a_chunk_that_begins_like_a_kept_one_is_computed_from_where_they_part() {
+    // W = 40, S = 100: the document's last chunk ends where the window begins, so it moves
+    // with the question's length.
+    let doc = input(330);
+    let ask = |q: usize| [doc.as_slice(), &vec![900; q]].concat();
+    let cfg = FocusConfig::new(40, 100).with_max_batch(4);
+    let dir = tempfile::tempdir().unwrap();
+    let memory = || {
+        ChunkMemory::new(usize::MAX)
+            .with_store(DiskStore::open(dir.path(), 1 << 24, b"fake").unwrap())
+    };
+    let read = |m: &mut ChunkMemory<Row>, ids: &[u32]| {
+        let fake = Fake::default();
+        let (mut s, _) =
+            Session::prefill_with_memory(&fake, &cfg, BOS, ids, &[], m, |_, _| {}).unwrap();
+        let computed = fake.chunk_tokens.borrow().clone();
+        let fresh = Fake::default();
+        let (mut f, _) = Session::prefill(&fresh, &cfg, BOS, ids, |_, _| {}).unwrap();
+        assert_eq!(
+            trace(&fake, &mut s),
+            trace(&fresh, &mut f),
+            "as a fresh reading"
+        );
+        computed
+    };
+    // 3 tokens of question: memory 293 tokens, chunks of 100, 100 and 93, all computed.
+    let mut ram = memory();
+    assert_eq!(read(&mut ram, &ask(3)), [200, 93]);
+    // 7 tokens: the last chunk is 97 tokens, its first 93 those of the kept one.
+    assert_eq!(read(&mut ram, &ask(7)), [4]);
+    assert_eq!((ram.extended, ram.extended_tokens), (1, 93));
+    // A later process with the store only: 2 chunks found whole, the last (now 95 tokens)
+    // from the store's 97-token entry, cut to its first 95 rows: nothing computed.
+    let mut later = memory();
+    assert_eq!(read(&mut later, &ask(5)), Vec::<usize>::new());
+    let store = later.store().unwrap();
+    assert_eq!(
+        (store.hits, store.prefix_hits, later.extended_tokens),
+        (2, 1, 95)
+    );
+    // 63 tokens alike are too few: the chunk is computed whole.
+    let mut other = [doc[..263].to_vec(), vec![7; 67]].concat();
+    other.extend([900; 3]);
+    let mut fresh = ChunkMemory::new(usize::MAX);
+    read(&mut fresh, &ask(3));
+    assert_eq!(read(&mut fresh, &other), [93]);
 }

@@ -71,6 +71,37 @@ impl CondensingModel for LlamaForCausalLM {
             .collect()
     }
 
+    fn extend_chunk_kv(&self, stored: &Vec<LayerKv>, keep: usize, chunk: &[u32]) -> Vec<LayerKv> {
+        let kept: Vec<LayerKv> = stored
+            .iter()
+            .map(|l| LayerKv {
+                k: l.k.clone().narrow(2, 0, keep),
+                v: l.v.clone().narrow(2, 0, keep),
+            })
+            .collect();
+        if keep == chunk.len() {
+            return kept;
+        }
+        let rest = vec![chunk[keep..].to_vec()];
+        let f = self.forward(
+            batch_ids(&rest, &self.device()),
+            keep,
+            Some(&kept),
+            Rows::Plain,
+        );
+        kept.into_iter()
+            .zip(f.new_kv)
+            .map(|(mut l, kv)| {
+                // In the kept rows' float type: the chunk caches' own.
+                l.append(LayerKv {
+                    k: kv.k_rot,
+                    v: kv.v,
+                });
+                l
+            })
+            .collect()
+    }
+
     fn chunk_kv_bytes(&self, kv: &Vec<LayerKv>) -> usize {
         kv.iter()
             .map(|l| {

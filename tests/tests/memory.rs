@@ -1,6 +1,7 @@
 //! The document memory and the cached-window decoding on the tiny model: a second question
 //! about the same document, read with the chunks the first left, gives exactly what a fresh
-//! read gives; the cached window changes nothing before the first generated token.
+//! read gives, also where a chunk is computed after a kept chunk's first rows; the cached
+//! window changes nothing before the first generated token.
 
 use focus_core::{ChunkMemory, Decode, FocusConfig, Session};
 use focus_tests::{Reference, values};
@@ -38,6 +39,47 @@ fn a_second_question_with_the_memory_equals_a_fresh_read() {
     let fresh = run(&mut ChunkMemory::new(0), &b);
     // The same operations on the same values: equal to the last bit.
     assert_eq!(reused, fresh);
+}
+
+#[test]
+fn a_chunk_computed_from_a_kept_ones_first_rows_equals_a_fresh_read() {
+    let model = tiny_focus();
+    let doc: Vec<u32> = Reference::open("tiny-focus-ref.safetensors")
+        .ids("input_ids")
+        .into_iter()
+        .cycle()
+        .take(300)
+        .collect();
+    let ask = |q: &[u32]| [doc.as_slice(), q].concat();
+    // W = 24, S = 100: memory chunks of 100, 100 and 80 tokens, then of 100, 100 and 85,
+    // whose first 80 are the kept chunk's.
+    let (a, b) = (
+        ask(&[40, 41, 42, 43]),
+        ask(&[50, 51, 52, 53, 54, 55, 56, 57, 58]),
+    );
+    let cfg = FocusConfig::new(24, 100).with_max_batch(4);
+    let run = |memory: &mut ChunkMemory<_>, ids: &[u32]| {
+        let (mut s, l0) =
+            Session::prefill_with_memory(&model, &cfg, BOS, ids, &[], memory, |_, _| {}).unwrap();
+        let mut out = values(l0);
+        for tok in [3, 14, 15] {
+            out.extend(values(s.step(tok)));
+        }
+        out
+    };
+    let mut memory = ChunkMemory::new(usize::MAX);
+    run(&mut memory, &a);
+    let reused = run(&mut memory, &b);
+    assert_eq!(
+        (memory.hits, memory.extended, memory.extended_tokens),
+        (2, 1, 80)
+    );
+    let fresh = run(&mut ChunkMemory::new(0), &b);
+    // The last chunk's 5 new rows come from a pass of their own after the kept 80, not
+    // from one pass of 85: the products are summed in other blocks. Observed: 0.0 (the
+    // kernels' sums do not depend on how many rows a pass has).
+    let diff = focus_tests::max_abs_diff(&reused, &fresh);
+    assert!(diff <= 1e-5, "largest logit difference {diff:e}");
 }
 
 #[test]

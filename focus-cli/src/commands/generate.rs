@@ -60,6 +60,10 @@ struct StoreReport {
     misses: usize,
     damaged: usize,
     writes: usize,
+    /// Entries read for their first rows, and the rows so reused (chunks computed from where
+    /// they part from a stored one).
+    prefix_hits: usize,
+    prefix_tokens: usize,
 }
 
 #[derive(Serialize)]
@@ -152,6 +156,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         misses: s.misses,
         damaged: s.damaged,
         writes: s.writes,
+        prefix_hits: s.prefix_hits,
+        prefix_tokens: memory.extended_tokens,
     });
     let first = loaded.model.logits_row(logits);
     let prefill_s = t0.elapsed().as_secs_f64();

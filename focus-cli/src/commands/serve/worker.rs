@@ -47,10 +47,12 @@ pub fn memory_report(memory: &ChunkMemory<Vec<LayerKv>>) -> Value {
     let disk = memory.store().map(|s| {
         let (bytes, entries) = s.usage().unwrap_or((0, 0));
         json!({"dir": s.dir().display().to_string(), "entries": entries, "bytes": bytes,
-               "hits": s.hits, "misses": s.misses, "damaged": s.damaged, "writes": s.writes})
+               "hits": s.hits, "misses": s.misses, "damaged": s.damaged, "writes": s.writes,
+               "prefix_hits": s.prefix_hits})
     });
     json!({"chunks": memory.len(), "bytes": memory.bytes(), "hits": memory.hits,
-           "lookups": memory.lookups, "disk": disk})
+           "lookups": memory.lookups, "extended": memory.extended,
+           "extended_tokens": memory.extended_tokens, "disk": disk})
 }
 
 /// Runs jobs until the queue closes, with `memory` (and its disk store, if any), keeping
