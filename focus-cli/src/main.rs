@@ -60,6 +60,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     device::read_env();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -142,4 +143,19 @@ fn usage_line(e: &clap::Error) -> String {
         .map(|l| l.strip_prefix("error: ").unwrap_or(l))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Has the C library's allocator keep freed memory for the next allocation rather than
+/// give it back to the system: no `mmap` per large block, no trimming of the heap's top.
+/// The CPU backend allocates a fresh buffer for nearly every operation, many of them tens
+/// of megabytes; by default each is mapped, faulted in page by page and unmapped again.
+/// Measured (docs/benchmarks.md): a 32K-token read from the document store 13 % faster, peak
+/// resident memory 0.3 % higher.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets the allocator's parameters; it runs before any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
 }
