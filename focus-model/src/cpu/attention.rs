@@ -86,9 +86,11 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
     let blocks = rows.div_ceil(ROWS);
     let tasks = batch * heads * blocks;
     let groups = heads / kv_heads;
-    let results: Vec<Vec<f32>> = (0..tasks)
+    let mut out = vec![0.0f32; batch * rows * heads * d];
+    let dst = Output(out.as_mut_ptr());
+    (0..tasks)
         .into_par_iter()
-        .map_init(Scratch::default, |scratch, task| {
+        .for_each_init(Scratch::default, |scratch, task| {
             let (bh, block) = (task / blocks, task % blocks);
             let (b, h) = (bh / heads, bh % heads);
             let r0 = block * ROWS;
@@ -103,19 +105,31 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
                 offset: keys - rows,
                 head_dim: d,
             };
-            run_task(&task, scratch)
-        })
-        .collect();
-    let mut out = vec![0.0; batch * rows * heads * d];
-    for (task, block_out) in results.into_iter().enumerate() {
-        let (bh, block) = (task / blocks, task % blocks);
-        let (b, h) = (bh / heads, bh % heads);
-        for (i, row) in block_out.chunks_exact(d).enumerate() {
-            let at = ((b * rows + block * ROWS + i) * heads + h) * d;
-            out[at..at + d].copy_from_slice(row);
-        }
-    }
+            run_task(&task, scratch);
+            for (i, row) in scratch.out.chunks_exact(d).enumerate() {
+                let at = ((b * rows + r0 + i) * heads + h) * d;
+                // SAFETY: `at..at + d` is inside `out` (row `r0 + i < rows` of batch `b`,
+                // head `h`), and no other task writes it: each (batch, head, block of rows)
+                // is one task. `out` outlives the parallel loop.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.at(at), d) };
+            }
+        });
     out
+}
+
+/// The output's buffer, written by the tasks in disjoint places.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+
+// SAFETY: the tasks write disjoint elements (see `attend`), and the buffer outlives them.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// The element `at` (a method, so that closures capture the whole `Output`).
+    fn at(self, at: usize) -> *mut f32 {
+        self.0.wrapping_add(at)
+    }
 }
 
 /// One task's inputs: its query rows, its head's keys and values.
@@ -130,33 +144,40 @@ struct Task<'a> {
     head_dim: usize,
 }
 
-/// Buffers a rayon job reuses across its tasks.
+/// Buffers a rayon job reuses across its tasks; `out` holds the last task's rows `[m, d]`.
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
     max: Vec<f32>,
     sum: Vec<f32>,
+    out: Vec<f32>,
 }
 
-vectorised!(fn run_task(task: &Task, scratch: &mut Scratch) -> Vec<f32> = run_task_in);
+vectorised!(fn run_task(task: &Task, scratch: &mut Scratch) -> () = run_task_in);
 
-/// The task's output rows `[m, d]`: the body of [`run_task`], inlined into each of its
+/// The task's output rows `[m, d]` into `scratch.out`: the body of [`run_task`], inlined into each of its
 /// instruction-set variants (see [`vectorised`]) so that the softmax loops are vectorised for
 /// them.
 #[inline(always)]
-fn run_task_in(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
+fn run_task_in(task: &Task, scratch: &mut Scratch) {
     let d = task.head_dim;
     let m = task.q.len() / d;
     let scale = 1.0 / (d as f32).sqrt();
     // Keys seen by the task's last row; rows before it see fewer.
     let seen = task.offset + task.first_row + m;
-    let Scratch { scores, max, sum } = scratch;
+    let Scratch {
+        scores,
+        max,
+        sum,
+        out,
+    } = scratch;
     scores.resize(m * KEYS, 0.0);
     max.clear();
     max.resize(m, f32::NEG_INFINITY);
     sum.clear();
     sum.resize(m, 0.0);
-    let mut out = vec![0.0f32; m * d];
+    out.clear();
+    out.resize(m * d, 0.0);
     for start in (0..seen).step_by(KEYS) {
         let n = KEYS.min(seen - start);
         let tile = &mut scores[..m * n];
@@ -237,7 +258,6 @@ fn run_task_in(task: &Task, scratch: &mut Scratch) -> Vec<f32> {
         let inv = 1.0 / s;
         row.iter_mut().for_each(|o| *o *= inv);
     }
-    out
 }
 
 #[inline(always)]
