@@ -529,6 +529,49 @@ fn inspect_and_bench_run_on_the_tiny_model() {
     assert!(out.contains("focus") && out.contains("full"), "{out}");
 }
 
+/// `bench --memory --memory-dir` reads the second question as a restarted process would:
+/// the first fills the emptied folder, the second finds its chunks there.
+#[test]
+fn bench_measures_the_document_memory_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).expect("store");
+    std::fs::write(store.join("notes.txt"), b"not an entry").expect("file");
+    let path = dir.path().join("bench.json");
+    #[rustfmt::skip]
+    ok(&[
+        "-q", "bench", "--model", &tiny(), "--prefill", "160", "--decode", "none",
+        "--modes", "focus", "--local-window", "32", "--chunk", "16", "--memory",
+        "--memory-dir", &store.display().to_string(), "--json", &path.display().to_string(),
+    ]);
+    let v = json(&std::fs::read_to_string(&path).expect("json written"));
+    let what: Vec<&str> = v["ratios"]
+        .as_array()
+        .expect("ratios")
+        .iter()
+        .filter_map(|r| r["what"].as_str())
+        .collect();
+    assert_eq!(
+        what,
+        ["document memory: second question after a restart vs first"],
+        "{v}"
+    );
+    // 160 tokens, W = 32: 8 chunks of 16 written by the first question; another file is
+    // left alone.
+    let entries = std::fs::read_dir(&store)
+        .expect("store")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .path()
+                .extension()
+                .is_some_and(|x| x == "kv")
+        })
+        .count();
+    assert!(entries >= 8, "{entries} entries");
+    assert!(store.join("notes.txt").exists());
+}
+
 /// `--batches` measures FocusLLM chunk by chunk and batched in one process and reports the
 /// ratio; `--repeat` keeps the first run apart.
 #[test]
@@ -750,6 +793,8 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
     );
     #[rustfmt::skip]
     fails(&["bench", "--model", &tiny(), "--repeat", "0"], "repeat");
+    #[rustfmt::skip]
+    fails(&["bench", "--model", &tiny(), "--memory-dir", &d("store")], "add --memory");
     #[rustfmt::skip]
     fails(
         &["train", "--model", &tiny(), "--dtype", "f16", "--data", &tiny(), "--out", &d("run")],

@@ -4,16 +4,18 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use focus_core::{ChunkMemory, CondensingModel, Decode, FocusConfig, Reading, Sampler, Session};
+use focus_core::{
+    ChunkMemory, CondensingModel, Decode, DiskStore, FocusConfig, Reading, Sampler, Session,
+};
 use focus_model::{LayerKv, LlamaConfig, LlamaForCausalLM};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::args::{FocusArgs, ModelArgs, parse_len, parse_len_or_none};
-use crate::load::load_model;
+use crate::args::{FocusArgs, ModelArgs, StoreArgs, parse_len, parse_len_or_none};
+use crate::load::{self, load_model};
 use crate::output::{progress_bar, write_atomic};
 
 /// Measure throughput and memory.
@@ -45,6 +47,11 @@ pub struct Args {
     /// longer) read with the memory the first left.
     #[arg(long)]
     pub memory: bool,
+    /// With --memory: keep the first question's chunks in this folder as well (emptied
+    /// first), and read the second question as a restarted process would, with nothing in
+    /// RAM and the folder as it is (docs/serving.md).
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Skip full attention above this many tokens (it is quadratic).
     #[arg(long, default_value = "32k", value_parser = parse_len)]
     pub full_max: usize,
@@ -223,8 +230,15 @@ impl Bench<'_> {
 
     /// A document of `len` tokens with a question at its end (its last 64 tokens), read
     /// with a fresh document memory; then the same document with another question, 37
-    /// tokens longer, read with the memory the first left. Returns both times.
-    fn two_questions(&mut self, len: usize, batch: Option<usize>) -> (f64, f64) {
+    /// tokens longer, read with the memory the first left, or with `store` (emptied before
+    /// the first) a memory whose RAM is empty and whose folder the first filled. Returns
+    /// both times.
+    fn two_questions(
+        &mut self,
+        len: usize,
+        batch: Option<usize>,
+        store: Option<&dyn Fn() -> Result<DiskStore>>,
+    ) -> Result<(f64, f64)> {
         let first = self.ids(len);
         let doc = &first[..len.saturating_sub(64)];
         let v = self.model.config().vocab_size as u32;
@@ -234,9 +248,17 @@ impl Bench<'_> {
             .chain((0..101).map(|_| self.rng.random_range(32..v.max(33))))
             .collect();
         let mut memory = ChunkMemory::new(usize::MAX);
+        if let Some(open) = store {
+            let folder = open()?;
+            DiskStore::clear(folder.dir())?;
+            memory = memory.with_store(open()?);
+        }
         let a = self.prefill_with(&first, batch, &mut memory);
+        if let Some(open) = store {
+            memory = ChunkMemory::new(usize::MAX).with_store(open()?);
+        }
         let b = self.prefill_with(&second, batch, &mut memory);
-        (a, b)
+        Ok((a, b))
     }
 
     /// Prefill `len` tokens; returns seconds.
@@ -289,6 +311,12 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     }
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
+    }
+    if args.store.memory_dir.is_some() && !args.memory {
+        bail!("--memory-dir measures the document memory: add --memory");
+    }
+    if args.store.memory_dir.is_some() && args.random.is_some() {
+        bail!("--memory-dir needs --model: random weights have no file to key entries by");
     }
     // Settings are checked above, before a model is loaded.
     let (model, device, name) = match &args.random {
@@ -347,6 +375,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             }
         }
     }
+    let open_store = || -> Result<DiskStore> {
+        load::open_store(&args.store, &args.model, &device)?.context("a --memory-dir")
+    };
+    let store: Option<&dyn Fn() -> Result<DiskStore>> =
+        args.store.memory_dir.is_some().then_some(&open_store);
     let bar = progress_bar(quiet, "runs");
     bar.set_length(plan.len() as u64);
     let mut rows = Vec::new();
@@ -360,7 +393,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             times.push(match phase {
                 Phase::Prefill => bench.prefill(mode, len, batch),
                 Phase::Memory => {
-                    let (first, second) = bench.two_questions(len, batch);
+                    let (first, second) = bench.two_questions(len, batch, store)?;
                     firsts.push(first);
                     second
                 }
@@ -370,7 +403,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         if phase == Phase::Memory {
             // Each run is its own first and second question; the ratio of medians.
             memory_ratios.push(Ratio {
-                what: "document memory: second question vs first".into(),
+                what: match store {
+                    Some(_) => "document memory: second question after a restart vs first",
+                    None => "document memory: second question vs first",
+                }
+                .into(),
                 phase: Phase::Prefill,
                 context: len,
                 speedup: median(&firsts) / median(&times),
