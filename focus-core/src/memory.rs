@@ -181,9 +181,11 @@ impl<K: Clone> ChunkMemory<K> {
             .max_by_key(|&(n, _)| n)
             .map(|(n, e)| (n, e.kv.clone()));
         let here_len = here.as_ref().map_or(0, |(n, _)| *n);
+        // The folder is searched only when it may hold a longer start.
         let stored = self
             .store
             .as_mut()
+            .filter(|_| here_len < chunk.len())
             .and_then(|s| s.get_prefix(chunk))
             .filter(|(_, n)| *n > here_len);
         let (keep, kv) = match stored {

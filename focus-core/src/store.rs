@@ -81,10 +81,20 @@ impl DiskStore {
     /// (see the module's notes), within `budget` bytes.
     pub fn open(dir: &Path, budget: u64, fingerprint: &[u8]) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
+        Self::opened(dir, budget, Sha256::digest(fingerprint).into())
+    }
+
+    /// The same folder opened again, as a later process would open it: the same
+    /// fingerprint and budget, the counters at zero.
+    pub fn reopen(&self) -> std::io::Result<Self> {
+        Self::opened(&self.dir, self.budget, self.fingerprint)
+    }
+
+    fn opened(dir: &Path, budget: u64, fingerprint: [u8; 32]) -> std::io::Result<Self> {
         let mut store = Self {
             dir: dir.to_path_buf(),
             budget,
-            fingerprint: Sha256::digest(fingerprint).into(),
+            fingerprint,
             used: 0,
             hits: 0,
             misses: 0,
@@ -123,18 +133,24 @@ impl DiskStore {
 
     /// Reads the entry of `chunk`.
     pub fn get(&mut self, chunk: &[u32]) -> Lookup {
+        let found = self.read(chunk);
+        match found {
+            Lookup::Found(_) => self.hits += 1,
+            Lookup::Missing => self.misses += 1,
+            Lookup::Damaged(_) => {}
+        }
+        found
+    }
+
+    /// Reads the entry of `chunk`, removing (and counting) it when damaged.
+    fn read(&mut self, chunk: &[u32]) -> Lookup {
         let key = self.key(chunk);
         let path = self.path(chunk);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(_) => {
-                self.misses += 1;
-                return Lookup::Missing;
-            }
+        let Ok(bytes) = fs::read(&path) else {
+            return Lookup::Missing;
         };
         match check(&bytes, &key, chunk).map(|p| p.len()) {
             Ok(len) => {
-                self.hits += 1;
                 // Marks the entry as just used, for the budget's order.
                 if let Ok(f) = fs::File::options().append(true).open(&path) {
                     let _ = f.set_modified(SystemTime::now());
@@ -181,10 +197,8 @@ impl DiskStore {
             }
         }
         let (shared, tokens) = best?;
-        match self.get(&tokens) {
+        match self.read(&tokens) {
             Lookup::Found(payload) => {
-                // `get` counted a hit: this read is counted apart.
-                self.hits -= 1;
                 self.prefix_hits += 1;
                 Some((payload, shared))
             }
@@ -312,25 +326,27 @@ fn entries(dir: &Path) -> std::io::Result<Vec<(SystemTime, u64, PathBuf)>> {
     Ok(out)
 }
 
+/// An entry's file, read up to its token count, and that count, if it starts like an entry.
+fn open_header(path: &Path) -> Option<(fs::File, usize)> {
+    let mut file = fs::File::open(path).ok()?;
+    let mut head = [0u8; 44];
+    std::io::Read::read_exact(&mut file, &mut head).ok()?;
+    (&head[..8] == MAGIC).then(|| {
+        let n = u32::from_le_bytes(head[40..].try_into().expect("4 bytes"));
+        (file, n as usize)
+    })
+}
+
 /// The token count in an entry's header, if it starts like an entry.
 fn header_tokens(path: &Path) -> Option<usize> {
-    let mut head = [0u8; 44];
-    std::io::Read::read_exact(&mut fs::File::open(path).ok()?, &mut head).ok()?;
-    (&head[..8] == MAGIC)
-        .then(|| u32::from_le_bytes(head[40..].try_into().expect("4 bytes")) as usize)
+    open_header(path).map(|(_, n)| n)
 }
 
 /// The chunk tokens in an entry's header, if it starts like an entry (nothing else is
 /// checked: [`DiskStore::get`] checks the entry it reads).
 fn header(path: &Path) -> Option<Vec<u32>> {
     use std::io::Read;
-    let mut file = fs::File::open(path).ok()?;
-    let mut head = [0u8; 44];
-    file.read_exact(&mut head).ok()?;
-    if &head[..8] != MAGIC {
-        return None;
-    }
-    let n = u32::from_le_bytes(head[40..].try_into().expect("4 bytes")) as usize;
+    let (mut file, n) = open_header(path)?;
     let mut tokens = vec![0u8; 4 * n.min(1 << 20)];
     file.read_exact(&mut tokens).ok()?;
     Some(

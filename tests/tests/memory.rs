@@ -4,9 +4,26 @@
 //! window changes nothing before the first generated token.
 
 use focus_core::{ChunkMemory, Decode, FocusConfig, Session};
+use focus_model::{LayerKv, LlamaForCausalLM};
 use focus_tests::{Reference, values};
 
 use crate::focus_fidelity::{BOS, tiny_focus};
+
+/// The logits of a FocusLLM read of `ids` with `memory`, then of three decode steps.
+fn read(
+    model: &LlamaForCausalLM,
+    cfg: &FocusConfig,
+    memory: &mut ChunkMemory<Vec<LayerKv>>,
+    ids: &[u32],
+) -> Vec<f32> {
+    let (mut s, l0) =
+        Session::prefill_with_memory(model, cfg, BOS, ids, &[], memory, |_, _| {}).unwrap();
+    let mut out = values(l0);
+    for tok in [3, 14, 15] {
+        out.extend(values(s.step(tok)));
+    }
+    out
+}
 
 #[test]
 fn a_second_question_with_the_memory_equals_a_fresh_read() {
@@ -18,15 +35,7 @@ fn a_second_question_with_the_memory_equals_a_fresh_read() {
         ask(&[50, 51, 52, 53, 54, 55, 56, 57, 58]),
     );
     let cfg = FocusConfig::new(24, 16).with_max_batch(4);
-    let run = |memory: &mut ChunkMemory<_>, ids: &[u32]| {
-        let (mut s, l0) =
-            Session::prefill_with_memory(&model, &cfg, BOS, ids, &[], memory, |_, _| {}).unwrap();
-        let mut out = values(l0);
-        for tok in [3, 14, 15] {
-            out.extend(values(s.step(tok)));
-        }
-        out
-    };
+    let run = |memory: &mut ChunkMemory<_>, ids: &[u32]| read(&model, &cfg, memory, ids);
     let mut memory = ChunkMemory::new(usize::MAX);
     run(&mut memory, &a);
     let held = memory.len();
@@ -58,15 +67,7 @@ fn a_chunk_computed_from_a_kept_ones_first_rows_equals_a_fresh_read() {
         ask(&[50, 51, 52, 53, 54, 55, 56, 57, 58]),
     );
     let cfg = FocusConfig::new(24, 100).with_max_batch(4);
-    let run = |memory: &mut ChunkMemory<_>, ids: &[u32]| {
-        let (mut s, l0) =
-            Session::prefill_with_memory(&model, &cfg, BOS, ids, &[], memory, |_, _| {}).unwrap();
-        let mut out = values(l0);
-        for tok in [3, 14, 15] {
-            out.extend(values(s.step(tok)));
-        }
-        out
-    };
+    let run = |memory: &mut ChunkMemory<_>, ids: &[u32]| read(&model, &cfg, memory, ids);
     let mut memory = ChunkMemory::new(usize::MAX);
     run(&mut memory, &a);
     let reused = run(&mut memory, &b);

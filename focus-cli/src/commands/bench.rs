@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use focus_core::{
     ChunkMemory, CondensingModel, Decode, DiskStore, FocusConfig, Reading, Sampler, Session,
@@ -237,7 +237,7 @@ impl Bench<'_> {
         &mut self,
         len: usize,
         batch: Option<usize>,
-        store: Option<&dyn Fn() -> Result<DiskStore>>,
+        store: Option<&DiskStore>,
     ) -> Result<(f64, f64)> {
         let first = self.ids(len);
         let doc = &first[..len.saturating_sub(64)];
@@ -248,14 +248,13 @@ impl Bench<'_> {
             .chain((0..101).map(|_| self.rng.random_range(32..v.max(33))))
             .collect();
         let mut memory = ChunkMemory::new(usize::MAX);
-        if let Some(open) = store {
-            let folder = open()?;
-            DiskStore::clear(folder.dir())?;
-            memory = memory.with_store(open()?);
+        if let Some(store) = store {
+            DiskStore::clear(store.dir())?;
+            memory = memory.with_store(store.reopen()?);
         }
         let a = self.prefill_with(&first, batch, &mut memory);
-        if let Some(open) = store {
-            memory = ChunkMemory::new(usize::MAX).with_store(open()?);
+        if let Some(store) = store {
+            memory = ChunkMemory::new(usize::MAX).with_store(store.reopen()?);
         }
         let b = self.prefill_with(&second, batch, &mut memory);
         Ok((a, b))
@@ -375,11 +374,8 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             }
         }
     }
-    let open_store = || -> Result<DiskStore> {
-        load::open_store(&args.store, &args.model, &device)?.context("a --memory-dir")
-    };
-    let store: Option<&dyn Fn() -> Result<DiskStore>> =
-        args.store.memory_dir.is_some().then_some(&open_store);
+    // Opened once (its fingerprint hashes the model's file); each run opens it again.
+    let store = load::open_store(&args.store, &args.model, &device)?;
     let bar = progress_bar(quiet, "runs");
     bar.set_length(plan.len() as u64);
     let mut rows = Vec::new();
@@ -393,7 +389,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             times.push(match phase {
                 Phase::Prefill => bench.prefill(mode, len, batch),
                 Phase::Memory => {
-                    let (first, second) = bench.two_questions(len, batch, store)?;
+                    let (first, second) = bench.two_questions(len, batch, store.as_ref())?;
                     firsts.push(first);
                     second
                 }
@@ -403,9 +399,10 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         if phase == Phase::Memory {
             // Each run is its own first and second question; the ratio of medians.
             memory_ratios.push(Ratio {
-                what: match store {
-                    Some(_) => "document memory: second question after a restart vs first",
-                    None => "document memory: second question vs first",
+                what: if store.is_some() {
+                    "document memory: second question after a restart vs first"
+                } else {
+                    "document memory: second question vs first"
                 }
                 .into(),
                 phase: Phase::Prefill,
