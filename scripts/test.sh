@@ -40,6 +40,17 @@ cpu_tests() {
 }
 stage test-cpu cpu_tests
 
+# The GPU kit (scripts/gpu-check.sh, docs/backends.md) rehearsed on the CPU with the tiny
+# model and the binaries built above, so that the scripts a lease depends on cannot rot.
+if [ -f .assets/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+  stage gpu-kit bash scripts/gpu-rehearse.sh --quick
+elif [ "${FOCUS_REQUIRE_ASSETS:-0}" = 1 ]; then
+  echo "test.sh: the GPU kit needs the fetched model (scripts/fetch-assets.sh)" >&2
+  exit 1
+else
+  echo "test.sh: GPU kit rehearsal skipped: no fetched model" >&2
+fi
+
 # The GPU-backend pass: the tiny-model parity, FocusLLM fidelity and precision tests again on
 # each device named in FOCUS_TEST_BACKENDS (e.g. "wgpu"; .ci/run sets it when it has installed
 # a software driver), one test per process in the order below (most kernel paths first), with

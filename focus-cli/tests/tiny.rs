@@ -510,6 +510,8 @@ fn passkey_and_niah_write_table_json_and_heatmap() {
 fn inspect_and_bench_run_on_the_tiny_model() {
     let out = ok(&["inspect", &tiny()]);
     assert!(out.contains("llama"), "{out}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.json");
     let out = ok(&[
         "-q",
         "bench",
@@ -525,8 +527,29 @@ fn inspect_and_bench_run_on_the_tiny_model() {
         "32",
         "--chunk",
         "16",
+        "--roofline",
+        "1,1",
+        "--json",
+        path.to_str().expect("path"),
     ]);
     assert!(out.contains("focus") && out.contains("full"), "{out}");
+    // Every prefill and plain decoding row has its work counted and its roofline share:
+    // the longer of work / ceiling for operations (1 TFLOP/s) and bytes (1 GB/s), over the
+    // measured time.
+    let v = json(&std::fs::read_to_string(&path).expect("bench JSON"));
+    let mut shares = 0;
+    for r in v["rows"].as_array().expect("rows") {
+        let Some(share) = r["roofline_share"].as_f64() else {
+            assert!(r["mode"] == "focus" && r["phase"] == "decode", "{r}");
+            continue;
+        };
+        let (gflop, gbyte) = (r["gflop"].as_f64().unwrap(), r["gbyte"].as_f64().unwrap());
+        assert!(gflop > 0.0 && gbyte > 0.0, "{r}");
+        let want = (gflop / 1e3).max(gbyte) / r["seconds"].as_f64().unwrap();
+        assert!((share - want).abs() <= 1e-9 * want, "{r}");
+        shares += 1;
+    }
+    assert_eq!(shares, 3, "full prefill and decode, FocusLLM prefill");
 }
 
 /// `bench --memory --memory-dir` reads the second question as a restarted process would:
@@ -793,6 +816,8 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
     );
     #[rustfmt::skip]
     fails(&["bench", "--model", &tiny(), "--repeat", "0"], "repeat");
+    #[rustfmt::skip]
+    fails(&["bench", "--model", &tiny(), "--roofline", "500"], "\"500\" is not TFLOPS,GB/s");
     #[rustfmt::skip]
     fails(&["bench", "--model", &tiny(), "--memory-dir", &d("store")], "add --memory");
     #[rustfmt::skip]

@@ -15,6 +15,7 @@ pub mod candidate;
 pub mod chat;
 pub mod condensing;
 pub mod config;
+pub mod cost;
 #[cfg(feature = "flex")]
 pub mod cpu;
 pub mod error;

@@ -144,3 +144,44 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
+
+/// Whether f32 on the device under test may keep fewer significant bits than f32: the CUDA
+/// and Vulkan backends' matrix products may round f32 operands to tf32 on tensor cores, and
+/// their attention kernels may run on f16 fragments. Both keep 11 significant bits (unit
+/// roundoff 2⁻¹¹), like f16; the CPU and wgpu's GL backend compute f32 as f32.
+pub fn reduced_f32() -> bool {
+    matches!(
+        std::env::var("FOCUS_TEST_DEVICE").as_deref(),
+        Ok("cuda" | "vulkan")
+    )
+}
+
+/// Logit bounds of the tiny model computed in f16 throughout on the CPU (`precision`):
+/// observed 2.7e-2 (plain decoder) and 4.8e-2 (FocusLLM). f16 rounds every operand and result
+/// to 11 significant bits; tf32 products and f16 attention fragments round only the operands
+/// of the matrix products to as many, so these bound what they can cause.
+pub const F16_PLAIN: f32 = 5e-2;
+pub const F16_FOCUS: f32 = 8e-2;
+/// The same as a share of the largest magnitude compared (FocusLLM's 4.8e-2 on logits of up to
+/// about 4 is 1.2 %), for hidden states, caches, gradients and losses.
+pub const F16_SHARE: f32 = 2.5e-2;
+
+/// The bound of an f32 comparison on the device under test: `cpu`, set from the error
+/// observed on the CPU, where f32 is computed in f32; `reduced` (from the f16 bounds above)
+/// where it may not be ([`reduced_f32`]).
+pub fn f32_bound(cpu: f32, reduced: f32) -> f32 {
+    if reduced_f32() { cpu.max(reduced) } else { cpu }
+}
+
+/// Index of the largest value of `row`, and its margin over the second largest.
+pub fn top2(row: &[f32]) -> (usize, f32) {
+    let mut best = (0, f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for (i, &v) in row.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v, best.1);
+        } else if v > best.2 {
+            best.2 = v;
+        }
+    }
+    (best.0, best.1 - best.2)
+}

@@ -5,7 +5,10 @@
 
 use focus_core::{FocusConfig, PromptConfig, Session};
 use focus_model::{LlamaForCausalLM, Rows, load, model::ids_tensor};
-use focus_tests::{Reference, device, fixture, max_abs_diff, values};
+use focus_tests::{
+    F16_FOCUS, F16_SHARE, Reference, device, f32_bound, fixture, max_abs, max_abs_diff,
+    reduced_f32, top2, values,
+};
 
 pub(crate) fn tiny_focus() -> LlamaForCausalLM {
     load(&fixture("tiny-llama"), &device())
@@ -57,19 +60,27 @@ fn logits_and_greedy_tokens_match_the_reference() {
             let got = values(logits.clone());
             let err = max_abs_diff(&got, &expected[t * vocab..(t + 1) * vocab]);
             // f32 throughout: observed max error 8.7e-6 over all settings and steps.
+            let bound = f32_bound(1e-4, F16_FOCUS);
             assert!(
-                err < 1e-4,
+                err < bound,
                 "setting {i} ({cfg:?}) step {t}: max logit error {err}"
             );
-            assert_eq!(
-                focus_core::sample::argmax(&got),
-                token,
-                "setting {i} step {t}: greedy token"
-            );
+            // Where f32 keeps fewer bits, a near-tie may swap (precision.rs).
+            let (_, margin) = top2(&expected[t * vocab..(t + 1) * vocab]);
+            if !reduced_f32() || margin > 2.0 * bound {
+                assert_eq!(
+                    focus_core::sample::argmax(&got),
+                    token,
+                    "setting {i} step {t}: greedy token"
+                );
+            }
             logits = s.step(token);
         }
         let err = max_abs_diff(&values(logits), &expected[greedy.len() * vocab..]);
-        assert!(err < 1e-4, "setting {i}: last step max logit error {err}");
+        assert!(
+            err < f32_bound(1e-4, F16_FOCUS),
+            "setting {i}: last step max logit error {err}"
+        );
     }
 }
 
@@ -90,8 +101,12 @@ fn batched_and_one_by_one_decoding_agree() {
     let one = run(1);
     let all = run(64);
     let err = max_abs_diff(&one, &all);
-    // Same arithmetic, different batch shapes: observed 0.
-    assert!(err < 1e-5, "batched vs one-by-one: max error {err}");
+    // Same arithmetic, different batch shapes: observed 0 (on a GPU the shapes may choose
+    // other kernels).
+    assert!(
+        err < f32_bound(1e-5, F16_FOCUS),
+        "batched vs one-by-one: max error {err}"
+    );
 }
 
 #[test]
@@ -118,11 +133,16 @@ fn chunk_caches_equal_a_fresh_forward_after_each_step() {
                 for (layer, (c, f)) in cache.iter().zip(&fresh.new_kv).enumerate() {
                     let ck = values(c.k.clone().narrow(0, b, 1));
                     let cv = values(c.v.clone().narrow(0, b, 1));
-                    let ek = max_abs_diff(&ck, &values(f.k_rot.clone()));
-                    let ev = max_abs_diff(&cv, &values(f.v.clone()));
+                    let (fk, fv) = (values(f.k_rot.clone()), values(f.v.clone()));
+                    let ek = max_abs_diff(&ck, &fk);
+                    let ev = max_abs_diff(&cv, &fv);
                     // Observed at most 3.1e-6 (keys) and 2.9e-6 (values).
+                    let (bk, bv) = (
+                        f32_bound(1e-4, F16_SHARE * max_abs(&fk)),
+                        f32_bound(1e-4, F16_SHARE * max_abs(&fv)),
+                    );
                     assert!(
-                        ek < 1e-4 && ev < 1e-4,
+                        ek < bk && ev < bv,
                         "chunk {j} layer {layer} step {t}: k {ek} v {ev}"
                     );
                 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use burn::tensor::{DType, FloatDType};
 use focus_core::Session;
 use focus_model::{Rows, load, model::ids_tensor};
-use focus_tests::{Reference, device, fixture, max_abs_diff, values};
+use focus_tests::{F16_FOCUS, F16_PLAIN, Reference, device, fixture, max_abs_diff, top2, values};
 
 use crate::focus_fidelity::{BOS, settings, tiny_focus};
 
@@ -21,7 +21,7 @@ fn bounds(dtype: DType) -> (f32, f32) {
     match dtype {
         // Observed on flex: plain 2.7e-2, FocusLLM 4.8e-2 (greedy compared on 66/82 and
         // 20/30 rows, all equal).
-        DType::F16 => (5e-2, 8e-2),
+        DType::F16 => (F16_PLAIN, F16_FOCUS),
         // Observed on flex: plain 0.165, FocusLLM 0.176; bf16 keeps 8 bits of mantissa
         // (greedy compared on 15/82 and 6/30 rows, all equal).
         DType::BF16 => (0.3, 0.3),
@@ -56,19 +56,6 @@ fn f16_logits_and_greedy_tokens() {
 #[test]
 fn bf16_logits_and_greedy_tokens() {
     run_child("bf16");
-}
-
-/// Index of the largest value of `row`, and its margin over the second largest.
-fn top2(row: &[f32]) -> (usize, f32) {
-    let mut best = (0, f32::NEG_INFINITY, f32::NEG_INFINITY);
-    for (i, &v) in row.iter().enumerate() {
-        if v > best.1 {
-            best = (i, v, best.1);
-        } else if v > best.2 {
-            best.2 = v;
-        }
-    }
-    (best.0, best.1 - best.2)
 }
 
 /// Largest error and how many greedy tokens were compared, of how many rows.

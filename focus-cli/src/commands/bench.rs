@@ -9,6 +9,7 @@ use burn::prelude::*;
 use focus_core::{
     ChunkMemory, CondensingModel, Decode, DiskStore, FocusConfig, Reading, Sampler, Session,
 };
+use focus_model::cost::Widths;
 use focus_model::{LayerKv, LlamaConfig, LlamaForCausalLM};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -64,9 +65,35 @@ pub struct Args {
     /// with batched decoding of the memory (default: --batch).
     #[arg(long, value_delimiter = ',')]
     pub batches: Vec<usize>,
+    /// The device's ceilings as `TFLOPS,GB/s` (operations and memory bandwidth, e.g.
+    /// `494.7,4300` for an H200 in tf32): each prefill and plain decoding row then reports
+    /// the share of its roofline time it reaches (the least arithmetic and traffic the work
+    /// needs, `focus_model::cost`, at those rates, over the measured time).
+    #[arg(long, value_parser = parse_roofline)]
+    pub roofline: Option<Roofline>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// A device's ceilings (`--roofline`).
+#[derive(Serialize, Debug, Clone, Copy)]
+pub struct Roofline {
+    pub tflops: f64,
+    pub gbps: f64,
+}
+
+fn parse_roofline(s: &str) -> std::result::Result<Roofline, String> {
+    let bad = || format!("{s:?} is not TFLOPS,GB/s (two positive numbers, e.g. 494.7,4300)");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    let (tflops, gbps): (f64, f64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if !(tflops > 0.0 && gbps > 0.0 && tflops.is_finite() && gbps.is_finite()) {
+        return Err(bad());
+    }
+    Ok(Roofline { tflops, gbps })
 }
 
 /// `--modes`: what a measurement runs.
@@ -138,6 +165,12 @@ pub struct Row {
     /// Device memory reserved by burn's pools after the run (GPU backends).
     pub device_memory_mb: Option<f64>,
     pub chunk_cache_mb: f64,
+    /// The least arithmetic (10⁹ operations) and memory traffic (10⁹ bytes) the measured work
+    /// needs (`focus_model::cost`; prefill and plain decoding only).
+    pub gflop: Option<f64>,
+    pub gbyte: Option<f64>,
+    /// With `--roofline`: the roofline time of that work over the measured time.
+    pub roofline_share: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -148,6 +181,7 @@ struct Output<'a> {
     threads: usize,
     local_window: usize,
     chunk: usize,
+    roofline: Option<Roofline>,
     rows: &'a [Row],
     ratios: &'a [Ratio],
 }
@@ -341,6 +375,10 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     };
     focus.prompt = args.focus.prompt.config(model.config())?;
     let bytes_per_value = model.chunk_cache_dtype().size();
+    let widths = Widths {
+        weights: args.model.dtype.burn().size(),
+        kv: args.model.dtype.burn().size(),
+    };
     let mut bench = Bench {
         model: &model,
         device: device.clone(),
@@ -429,6 +467,19 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         } else {
             0
         };
+        let cfg = model.config();
+        let cost = match (mode, phase) {
+            (BenchMode::Full, Phase::Prefill) => Some(cfg.pass_cost(1, len, 0, widths)),
+            (BenchMode::Focus, Phase::Prefill) => Some(cfg.focus_prefill_cost(
+                &focus.with_max_batch(batch.unwrap_or(focus.max_batch)),
+                len,
+                widths,
+            )),
+            (BenchMode::Full, Phase::Decode) => {
+                Some(cfg.decode_cost(len, args.decode_tokens, widths))
+            }
+            _ => None,
+        };
         rows.push(Row {
             mode,
             batch,
@@ -446,6 +497,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                 .memory_pool_usage()
                 .map(|u| u.bytes_reserved as f64 / 1048576.0),
             chunk_cache_mb: cache as f64 / 1048576.0,
+            gflop: cost.map(|c| c.flops / 1e9),
+            gbyte: cost.map(|c| c.bytes / 1e9),
+            roofline_share: cost
+                .zip(args.roofline)
+                .map(|(c, r)| c.floor_seconds(r.tflops, r.gbps) / seconds),
         });
         if let Some(r) = rows.last() {
             bar.suspend(|| eprintln!("row {}", serde_json::to_string(r).unwrap_or_default()));
@@ -479,6 +535,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                 .unwrap_or(1),
             local_window: focus.local_window,
             chunk: focus.chunk_len,
+            roofline: args.roofline,
             rows: &rows,
             ratios: &ratios,
         };
@@ -495,15 +552,15 @@ fn median(v: &[f64]) -> f64 {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "| mode  | batch | phase   | context | tokens | seconds | tokens/s | first run s | peak RSS MB | device MB | chunk caches MB |"
+        "| mode  | batch | phase   | context | tokens | seconds | tokens/s | first run s | peak RSS MB | device MB | chunk caches MB | roofline |"
     );
     println!(
-        "|-------|------:|---------|--------:|-------:|--------:|---------:|------------:|------------:|----------:|----------------:|"
+        "|-------|------:|---------|--------:|-------:|--------:|---------:|------------:|------------:|----------:|----------------:|---------:|"
     );
     let opt = |v: Option<f64>| v.map_or("-".into(), |m| format!("{m:.0}"));
     for r in rows {
         println!(
-            "| {:5} | {:>5} | {:7} | {:>7} | {:>6} | {:>7.2} | {:>8.1} | {:>11.2} | {:>11} | {:>9} | {:>15.0} |",
+            "| {:5} | {:>5} | {:7} | {:>7} | {:>6} | {:>7.2} | {:>8.1} | {:>11.2} | {:>11} | {:>9} | {:>15.0} | {:>8} |",
             r.mode,
             r.batch.map_or("-".into(), |b| b.to_string()),
             r.phase,
@@ -514,7 +571,9 @@ fn print_table(rows: &[Row]) {
             r.first_seconds,
             opt(r.peak_memory_mb),
             opt(r.device_memory_mb),
-            r.chunk_cache_mb
+            r.chunk_cache_mb,
+            r.roofline_share
+                .map_or("-".into(), |s| format!("{:.1} %", 100.0 * s))
         );
     }
 }

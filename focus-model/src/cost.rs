@@ -1,0 +1,153 @@
+//! The least arithmetic and memory traffic a reading needs: the floor any backend's time is
+//! judged against (its roofline), from the model's shape alone.
+//!
+//! Arithmetic counts two operations per multiply-add in the projections, the head (one row of
+//! logits per sequence), the attention scores and their weighted sum; norms, rotary
+//! embeddings, softmax and the candidate projections (one row per chunk) are left out, so
+//! the count is a floor. Traffic counts every weight read once per pass, the cached keys and
+//! values read once and the new ones written once; activations are left out, as a fused
+//! implementation would keep them on chip.
+
+use focus_core::FocusConfig;
+
+use crate::config::LlamaConfig;
+
+/// Operations and bytes of some work.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cost {
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+impl std::ops::Add for Cost {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            flops: self.flops + o.flops,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
+impl std::iter::Sum for Cost {
+    fn sum<I: Iterator<Item = Self>>(it: I) -> Self {
+        it.fold(Self::default(), |a, b| a + b)
+    }
+}
+
+impl Cost {
+    /// The shortest time a device of `tflops` (10¹² operations a second) and `gbps` (10⁹
+    /// bytes a second) can do this work in: whichever of the two takes longer.
+    pub fn floor_seconds(&self, tflops: f64, gbps: f64) -> f64 {
+        (self.flops / (tflops * 1e12)).max(self.bytes / (gbps * 1e9))
+    }
+}
+
+/// Bytes per value of the weights and of the key/value caches.
+#[derive(Debug, Clone, Copy)]
+pub struct Widths {
+    pub weights: usize,
+    pub kv: usize,
+}
+
+impl LlamaConfig {
+    /// One causal pass over `batch` sequences of `rows` new tokens each, after `past` cached
+    /// positions, with logits for the last row of each sequence.
+    pub fn pass_cost(&self, batch: usize, rows: usize, past: usize, w: Widths) -> Cost {
+        let (d, ff, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let q = self.num_attention_heads * self.head_dim;
+        let kv = self.num_key_value_heads * self.head_dim;
+        let layer_weights = (2 * d * q + 2 * d * kv + 3 * d * ff) as f64;
+        let tokens = (batch * rows) as f64;
+        // Query-key pairs of one sequence: every new row sees the past and the rows up to
+        // itself.
+        let pairs = (rows * past) as f64 + (rows * (rows + 1) / 2) as f64;
+        let layers = self.num_hidden_layers as f64;
+        let flops = layers * (2.0 * layer_weights * tokens + 4.0 * q as f64 * pairs * batch as f64)
+            + 2.0 * (d * v) as f64 * batch as f64;
+        let weights = (layer_weights * layers + (d * v) as f64) * w.weights as f64;
+        let kv_values = batch as f64 * (past + rows) as f64;
+        let bytes = weights + kv_values * self.kv_bytes_per_position(w.kv) as f64;
+        Cost { flops, bytes }
+    }
+
+    /// A FocusLLM prefill of `len` tokens: every chunk pass (the chunk, the separator and
+    /// the dynamic prompt; chunks of one length batched `max_batch` at a time), then the
+    /// local window after BOS, attending to one candidate per chunk. An input within the
+    /// window is one plain pass.
+    pub fn focus_prefill_cost(&self, focus: &FocusConfig, len: usize, w: Widths) -> Cost {
+        let chunks = focus.num_chunks(len);
+        if chunks == 0 {
+            return self.pass_cost(1, len, 0, w);
+        }
+        let memory = len - focus.local_window;
+        let p = focus.prompt_len();
+        let full = memory / focus.chunk_len;
+        let last = memory % focus.chunk_len;
+        let batch = focus.max_batch.max(1);
+        let mut cost: Cost = (0..full.div_ceil(batch))
+            .map(|i| {
+                let b = batch.min(full - i * batch);
+                self.pass_cost(b, focus.chunk_len + p + 1, 0, w)
+            })
+            .sum();
+        if last > 0 {
+            cost = cost + self.pass_cost(1, last + p + 1, 0, w);
+        }
+        cost + self.pass_cost(1, focus.local_window + 1, chunks, w)
+    }
+
+    /// `n` plain decoding steps after `len` cached positions.
+    pub fn decode_cost(&self, len: usize, n: usize, w: Widths) -> Cost {
+        (0..n).map(|i| self.pass_cost(1, 1, len + i, w)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F32: Widths = Widths { weights: 4, kv: 4 };
+
+    #[test]
+    fn a_pass_counts_two_operations_per_weight_and_token() {
+        let cfg = LlamaConfig::smollm2_135m();
+        // One token, nothing cached: every parameter but the norms is one multiply-add
+        // (the tied head counted once, as the head), plus one query-key pair per head and
+        // layer.
+        let c = cfg.pass_cost(1, 1, 0, F32);
+        let params = cfg.num_params().expect("fits") as f64;
+        let norms = (cfg.hidden_size * (2 * cfg.num_hidden_layers + 1)) as f64;
+        let attention = 4.0 * (cfg.num_attention_heads * cfg.head_dim) as f64 * 30.0;
+        assert_eq!(c.flops, 2.0 * (params - norms) + attention);
+        assert_eq!(c.bytes, 4.0 * (params - norms) + 46_080.0);
+        // Two sequences read the weights once and do twice the arithmetic.
+        let two = cfg.pass_cost(2, 1, 0, F32);
+        assert_eq!(two.flops, 2.0 * c.flops);
+        assert_eq!(two.bytes, c.bytes + 46_080.0);
+    }
+
+    #[test]
+    fn focus_prefill_is_its_chunk_passes_and_the_window() {
+        let cfg = LlamaConfig::smollm2_135m();
+        // 10,000 tokens at W = S = 2048, p = 512: 7,952 memory tokens, three full chunks in
+        // one batch and a last one of 1,808 tokens.
+        let focus = FocusConfig::default();
+        assert_eq!(focus.num_chunks(10_000), 4);
+        let want = cfg.pass_cost(3, 2048 + 513, 0, F32)
+            + cfg.pass_cost(1, 1808 + 513, 0, F32)
+            + cfg.pass_cost(1, 2049, 4, F32);
+        assert_eq!(cfg.focus_prefill_cost(&focus, 10_000, F32), want);
+        // Within the window: one plain pass.
+        assert_eq!(
+            cfg.focus_prefill_cost(&focus, 1000, F32),
+            cfg.pass_cost(1, 1000, 0, F32)
+        );
+        let c = Cost {
+            flops: 2e12,
+            bytes: 1e9,
+        };
+        assert_eq!(c.floor_seconds(1.0, 1.0), 2.0);
+        assert_eq!(c.floor_seconds(4.0, 0.25), 4.0);
+    }
+}
