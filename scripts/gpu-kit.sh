@@ -132,7 +132,8 @@ kit_cuda_env() {
   echo "cuda: driver libcuda.so.1 ${lib:-MISSING}"
   [ -n "$lib" ] || ok=1
   # NVRTC: CUDA's toolkit folders, then Python's nvidia-* wheels.
-  nvrtc=$(find ${CUDA_PATH:+"$CUDA_PATH"} /usr/local/cuda /usr/local/cuda-* /usr/lib/x86_64-linux-gnu \
+  # (-H: /usr/local/cuda is often a link to the versioned folder.)
+  nvrtc=$(find -H ${CUDA_PATH:+"$CUDA_PATH"} /usr/local/cuda /usr/local/cuda-* /usr/lib/x86_64-linux-gnu \
       /opt /usr/local/lib -name 'libnvrtc.so.13*' -not -name '*builtins*' 2>/dev/null | sed -n 1p)
   echo "cuda: NVRTC libnvrtc.so.13 ${nvrtc:-MISSING}"
   if [ -n "$nvrtc" ]; then
@@ -141,7 +142,7 @@ kit_cuda_env() {
     ok=1
   fi
   # The headers: cubecl reads $CUDA_PATH/include (cuda_fp16.h, cuda_bf16.h and their kin).
-  hdr=$(find ${CUDA_PATH:+"$CUDA_PATH/include"} /usr/local/cuda/include /usr/local/cuda-*/include \
+  hdr=$(find -H ${CUDA_PATH:+"$CUDA_PATH/include"} /usr/local/cuda/include /usr/local/cuda-*/include \
       /usr/include /opt -name cuda_fp16.h -path '*/include/*' 2>/dev/null | sed -n 1p)
   echo "cuda: headers cuda_fp16.h ${hdr:-MISSING}"
   if [ -n "$hdr" ]; then
@@ -165,6 +166,8 @@ kit_vulkan_env() {
   if [ -z "${VK_ICD_FILENAMES:-}" ]; then
     local drv
     drv=$(ldconfig -p | awk '/libEGL_nvidia\.so\.0 / && !n++ {print $NF}')
+    [ -n "$drv" ] || drv=$(find -H /usr/local/nvidia /usr/lib/x86_64-linux-gnu -name libEGL_nvidia.so.0 \
+      2>/dev/null | sed -n 1p)
     if [ -n "$drv" ]; then
       printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3"}}\n' \
         "$drv" > "$work/nvidia_egl_icd.json"
