@@ -58,8 +58,14 @@ prepare() {
   [ -x "$bin/focus" ] && [ -x "$bin/integration" ] ||
     { echo "prepare: $bin must hold focus and integration" >&2; exit 2; }
   [ -f "$model_file" ] || { echo "prepare: $model_file missing: run scripts/fetch-assets.sh" >&2; exit 2; }
+  # KIT_PACK_DIR: where the three folders go (the rehearsal packs apart from a real kit).
+  local root=${KIT_PACK_DIR:-.}
+  mkdir -p "$root"
+  root=$(cd "$root" && pwd)
+  cd "$root"
   rm -rf gpu-dist gpu-model gpu-train
   mkdir -p gpu-dist gpu-model gpu-train
+  cd "$OLDPWD"
   # The two binaries share most of their code: one xz stream with a dictionary larger than
   # either finds it twice. KIT_XZ sets xz's preset (the rehearsal packs fast).
   local stage
@@ -67,30 +73,30 @@ prepare() {
   strip -o "$stage/focus" "$bin/focus"
   strip -o "$stage/integration" "$bin/integration"
   tar -C "$stage" -cf - focus integration |
-    xz -T1 --lzma2=preset="${KIT_XZ:-9e}",dict=192MiB > gpu-dist/bin.tar.xz
+    xz -T1 --lzma2=preset="${KIT_XZ:-9e}",dict=192MiB > "$root"/gpu-dist/bin.tar.xz
   rm -rf "$stage"
   local lib
   lib=$(ldconfig -p | awk '/libvulkan\.so\.1 / && !n++ {print $NF}')
-  if [ -n "$lib" ]; then cp -L "$lib" gpu-dist/libvulkan.so.1; else echo "prepare: no libvulkan.so.1 here; the machine's own is used" >&2; fi
+  if [ -n "$lib" ]; then cp -L "$lib" "$root"/gpu-dist/libvulkan.so.1; else echo "prepare: no libvulkan.so.1 here; the machine's own is used" >&2; fi
   # The model (90 MB compressed) is read only by training: it comes in calls 2 and 3, cut
   # so that call 2 carries as much as one call can beside the working tree.
-  tar -C .assets -cf - books essays | xz -T1 -9 > gpu-train/texts.tar.xz
-  local packed=gpu-model/model.xz tree first
+  tar -C .assets -cf - books essays | xz -T1 -9 > "$root"/gpu-train/texts.tar.xz
+  local packed="$root"/gpu-model/model.xz tree first
   xz -T1 -"${KIT_XZ:-9e}" -c "$model_file" > "$packed"
-  sha256sum "$model_file" | sed 's/ .*//' > gpu-train/model.sha256
+  sha256sum "$model_file" | sed 's/ .*//' > "$root"/gpu-train/model.sha256
   tree=$(tree_bytes)
   first=$((64 * mib - tree - 256 * 1024))
-  head -c "$first" "$packed" > gpu-model/model.1
-  tail -c +$((first + 1)) "$packed" > gpu-train/model.2
+  head -c "$first" "$packed" > "$root"/gpu-model/model.1
+  tail -c +$((first + 1)) "$packed" > "$root"/gpu-train/model.2
   rm -f "$packed"
   local call n bytes over=0
   for call in 1:gpu-dist 2:gpu-model 3:gpu-train; do
     n=${call%%:*}
-    bytes=$(( $(du -cb "${call#*:}" | tail -1 | cut -f1) + tree ))
+    bytes=$(( $(du -cb "$root/${call#*:}" | tail -1 | cut -f1) + tree ))
     echo "call $n (carry ${call#*:}): $((bytes / 1024)) KiB with the working tree's $((tree / 1024)) KiB"
     [ "$bytes" -le $((64 * mib)) ] || over=1
   done
-  ls -l gpu-dist gpu-model gpu-train
+  (cd "$root" && ls -l gpu-dist gpu-model gpu-train)
   [ "$over" = 0 ] || { echo "prepare: a call would carry more than 64 MiB" >&2; exit 2; }
 }
 

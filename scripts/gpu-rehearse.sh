@@ -27,7 +27,7 @@ tests=$(cargo test --release --workspace --features "$FEATURES" --no-run 2>&1 |
 cp "$tests" "$tmp/bin/integration"
 
 export KIT_REHEARSAL=1 KIT_DEVICES=cpu KIT_XZ=${KIT_XZ:-0}
-scripts/gpu-check.sh prepare --binaries "$tmp/bin" | tail -3
+KIT_PACK_DIR=$tmp/pack scripts/gpu-check.sh prepare --binaries "$tmp/bin" | tail -3
 
 # A machine: the working tree as a call sends it (tracked files and untracked ones git does
 # not ignore) with the carried folder; gpu-work/ stays from the call before.
@@ -38,7 +38,7 @@ call() {
   shift 3
   { git ls-files -z; git ls-files -z -o --exclude-standard; } |
     tar --null -T - -cf - | tar -C "$machine" -xf -
-  cp -r "$carry" "$machine/"
+  cp -r "$tmp/pack/$carry" "$machine/"
   mkdir -p "$out"
   local rc=0 pid
   (cd "$machine" && OUT=$out KIT_LIMIT=$limit exec setsid "$@") > "$tmp/call.log" 2>&1 &
