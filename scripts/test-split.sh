@@ -6,8 +6,9 @@
 # full attention (the ceiling, where the input fits the model's 8K positions), on the same
 # keys. Exact and lenient scores with 95 % intervals; JSON, tables and heatmaps go to OUT.
 # Also the perplexity of the held-out book at 4K and 8K (its last 4 windows, 128 tokens
-# scored in each) for the three readings. On two CPU cores it takes many hours; every table is written as it completes,
-# and a table already written is not measured again.
+# scored in each) for the three readings. On two CPU cores it takes many hours: every table
+# is written as it completes, a table already written is not measured again, and a table
+# stopped partway goes on from its journal (its finished trials, OUT/NAME.trials.jsonl).
 # Usage: scripts/test-split.sh WEIGHTS OUT [W]   (W = S, default 512)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ table() {
   local name=$1; shift
   [ -f "$out/$name.json" ] && { echo "test-split: $name done"; return 0; }
   "$focus" -q "$@" "${common[@]}" --json "$out/$name.json" --heatmap "$out/$name.png" \
-    | tee "$out/$name.md"
+    --journal "$out/$name.trials.jsonl" | tee "$out/$name.md"
 }
 table passkey-5k passkey --lengths 5k "${five[@]}"
 table passkey-9k passkey --lengths 9k "${five[@]}" --modes focus,truncated

@@ -170,33 +170,9 @@ pub fn open_store(
     let Some(dir) = &store.memory_dir else {
         return Ok(None);
     };
-    let mut files = if args.model.is_dir() {
-        let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(&args.model)
-            .with_context(|| format!("reading {}", args.model.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        v.push(args.model.join("config.json"));
-        v
-    } else {
-        vec![args.model.clone()]
-    };
-    files.sort();
     let mut h = Sha256::new();
     h.update(b"focus chunk keys and values 1");
-    let mut buf = vec![0u8; 1 << 20];
-    for f in &files {
-        let mut file =
-            std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?;
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf)
-                .with_context(|| format!("reading {}", f.display()))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-    }
+    hash_model(&mut h, &args.model)?;
     h.update(args.dtype.name());
     // The float type the entries are kept in (f32 entries and bf16 ones differ).
     h.update(args.chunk_cache_dtype.unwrap_or(args.dtype).name());
@@ -204,4 +180,40 @@ pub fn open_store(
     DiskStore::open(dir, store.memory_disk_budget as u64, &h.finalize())
         .with_context(|| format!("--memory-dir {}", dir.display()))
         .map(Some)
+}
+
+/// Feeds the model's files to `h`: a GGUF file, or a directory's `config.json` and
+/// `*.safetensors`, in name order.
+pub fn hash_model(h: &mut Sha256, model: &std::path::Path) -> Result<()> {
+    let mut files = if model.is_dir() {
+        let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(model)
+            .with_context(|| format!("reading {}", model.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        v.push(model.join("config.json"));
+        v
+    } else {
+        vec![model.to_path_buf()]
+    };
+    files.sort();
+    for f in &files {
+        hash_file(h, f)?;
+    }
+    Ok(())
+}
+
+/// Feeds one file's bytes to `h`.
+pub fn hash_file(h: &mut Sha256, path: &std::path::Path) -> Result<()> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
 }

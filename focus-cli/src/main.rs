@@ -4,6 +4,7 @@ mod args;
 mod commands;
 mod device;
 mod eval_args;
+mod journal;
 mod load;
 mod output;
 mod plot;

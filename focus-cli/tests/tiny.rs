@@ -833,3 +833,91 @@ fn bad_inputs_fail_with_one_line_and_exit_code_2() {
         .collect();
     assert!(left.is_empty(), "partial outputs left behind: {left:?}");
 }
+
+/// `--journal`: a retrieval test stopped partway goes on where it stopped (the trials the
+/// journal holds are taken, not run again; a line cut short by the kill is run again), and a
+/// journal written with other settings is refused.
+#[test]
+fn a_retrieval_test_goes_on_from_its_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join("trials.jsonl");
+    let run = |window: &str, out: &str| {
+        let out = dir.path().join(out);
+        let args = [
+            "-q",
+            "passkey",
+            "--model",
+            &tiny(),
+            "--lengths",
+            "300",
+            "--depths",
+            "0.2,0.8",
+            "--trials",
+            "2",
+            "--local-window",
+            window,
+            "--chunk",
+            "64",
+            "--modes",
+            "focus,truncated",
+            "--journal",
+            journal.to_str().expect("path"),
+            "--json",
+            out.to_str().expect("path"),
+        ];
+        ok(&args);
+        json(&std::fs::read_to_string(out).expect("report"))["trials"].clone()
+    };
+    let whole = run("64", "a.json");
+    let lines = |p: &std::path::Path| std::fs::read_to_string(p).expect("journal");
+    let text = lines(&journal);
+    assert_eq!(
+        text.lines().count(),
+        1 + 8,
+        "a header and 2 modes x 2 depths x 2 trials"
+    );
+    // Stopped during the fourth trial's line: the header, three trials and part of one.
+    let kept: Vec<&str> = text.split_inclusive('\n').take(4).collect();
+    let torn = &text.split_inclusive('\n').nth(4).expect("fourth trial")[..20];
+    std::fs::write(&journal, kept.concat() + torn).expect("write");
+    let resumed = run("64", "b.json");
+    let (a, b) = (
+        whole.as_array().expect("trials"),
+        resumed.as_array().expect("trials"),
+    );
+    assert_eq!(a.len(), 8);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        for field in [
+            "mode", "depth", "index", "key", "output", "exact", "lenient",
+        ] {
+            assert_eq!(x[field], y[field], "trial {i}: {field}");
+        }
+        if i < 3 {
+            // Taken from the journal: the first run's own timing.
+            assert_eq!(x["seconds"], y["seconds"], "trial {i} ran again");
+        }
+    }
+    let text = lines(&journal);
+    assert_eq!(text.lines().count(), 1 + 8);
+    assert!(
+        text.lines().skip(1).all(|l| json(l)["key"].is_u64()),
+        "{text}"
+    );
+    // Another window is another test: its trials are not this journal's.
+    fails(
+        &[
+            "passkey",
+            "--model",
+            &tiny(),
+            "--lengths",
+            "300",
+            "--local-window",
+            "128",
+            "--chunk",
+            "64",
+            "--journal",
+            journal.to_str().expect("path"),
+        ],
+        "written by a run with other settings",
+    );
+}

@@ -21,7 +21,7 @@ use focus_core::Reading;
 use focus_model::{ChatTemplate, LlamaForCausalLM, Message, Tokenizer};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::generate;
 use crate::error::{Error, Result};
@@ -201,7 +201,7 @@ pub const AFTER: usize = 3;
 pub const CHAT_LEAD: usize = 12;
 
 /// The two disjoint sets of evaluation keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     /// For choosing weights, settings and checkpoints, as often as one likes.
@@ -319,12 +319,12 @@ pub fn first_integer(text: &str) -> Option<u64> {
 }
 
 /// One trial's outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Trial {
     /// `passkey` or `niah`.
     pub task: String,
     /// How the prompt reached the model ([`Form::name`]).
-    pub form: &'static str,
+    pub form: String,
     /// `focus`, `truncated` or `full`.
     pub mode: String,
     /// Requested length in tokens.
@@ -405,7 +405,7 @@ pub fn trial(
     let lenient_text = tokenizer.decode(&out[..out.len().min(lenient_len)])?;
     Ok(Some(Trial {
         task: task.name().to_string(),
-        form: form.name(),
+        form: form.name().into(),
         mode: mode.name().to_string(),
         length,
         prompt_tokens: ids.len(),

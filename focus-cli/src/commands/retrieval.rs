@@ -9,10 +9,12 @@ use anyhow::{Result, bail};
 use focus_eval::reserved::held_out_match;
 use focus_eval::retrieval::{Cell, Form, KeyRef, Rate, Split, Task, Trial, cells, trial};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::args::Format;
 use crate::args::{ChatArgs, FocusArgs, ModelArgs, parse_len};
 use crate::eval_args::{EvalArgs, short_len};
+use crate::journal::Journal;
 use crate::load::{load_model, read_text};
 use crate::output::write_atomic;
 
@@ -46,6 +48,13 @@ pub struct Args {
     /// Draw the exact-score heatmap (length × depth, one panel per mode) to this PNG file.
     #[arg(long)]
     pub heatmap: Option<PathBuf>,
+    /// Append each finished trial to this file (JSON lines) and, when it exists, take the
+    /// trials it holds instead of running them again: a long test stopped partway goes on
+    /// where it stopped. It records a hash of the settings (model, candidate weights,
+    /// haystack, template, FocusLLM settings, dtype and device); another run's journal is
+    /// refused.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
     #[command(flatten)]
     pub chat: ChatArgs,
 }
@@ -154,6 +163,13 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
             messages: args.chat.by_messages(),
         },
     };
+    let mut journal = match &args.journal {
+        Some(p) => Some(Journal::open(p, &fingerprint(&args, &task, &form, &cfg)?)?),
+        None => None,
+    };
+    if let Some(j) = journal.as_ref().filter(|j| j.held() > 0 && !quiet) {
+        eprintln!("journal: {} trials done before", j.held());
+    }
     let modes = args.eval.modes(&cfg);
     let longest = lens.iter().copied().max().unwrap_or(0);
     crate::load::check_memory(model, Some(&cfg), longest)?;
@@ -177,17 +193,29 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
                         seed: args.seed,
                         index: d as u64 * args.trials + i,
                     };
-                    let t = trial(
-                        model,
-                        &loaded.tokenizer,
-                        &task,
-                        &form,
-                        mode,
-                        length,
-                        depth,
-                        at,
-                        |_, _| {},
-                    )?;
+                    let done = journal
+                        .as_mut()
+                        .and_then(|j| j.take(mode.name(), length, depth, at));
+                    let t = match done {
+                        Some(t) => Some(t),
+                        None => {
+                            let t = trial(
+                                model,
+                                &loaded.tokenizer,
+                                &task,
+                                &form,
+                                mode,
+                                length,
+                                depth,
+                                at,
+                                |_, _| {},
+                            )?;
+                            if let (Some(j), Some(t)) = (journal.as_mut(), &t) {
+                                j.record(t)?;
+                            }
+                            t
+                        }
+                    };
                     bar.inc(1);
                     match t {
                         Some(t) => {
@@ -323,4 +351,29 @@ fn run(args: Args, task: Task, held_out: Option<&'static str>, quiet: bool) -> R
         }
     }
     Ok(())
+}
+
+/// What a trial's outcome depends on besides its place in the grid, hashed: the model's
+/// files, the candidate weights, the task and its haystack, how the prompt reaches the
+/// model, the FocusLLM settings, the float types and the device.
+fn fingerprint(
+    args: &Args,
+    task: &Task,
+    form: &Form,
+    cfg: &focus_core::FocusConfig,
+) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(b"focus trial settings 1");
+    crate::load::hash_model(&mut h, &args.model.model)?;
+    if let Some(w) = &args.model.focus_weights {
+        crate::load::hash_file(&mut h, w)?;
+    }
+    h.update(format!("{task:?}\n{form:?}\n{cfg:?}\n"));
+    h.update(format!(
+        "{} {:?} {}",
+        args.model.dtype.name(),
+        args.model.chunk_cache_dtype.map(|d| d.name()),
+        args.model.device
+    ));
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
