@@ -129,7 +129,7 @@ run() {
   kit_unpack
   kit_env
   local model=(--random smollm2-135m) shape=(--local-window 2048 --chunk 2048)
-  local lens=512,2k,8k,32k,128k decode=8k,32k repeat=4 tests=90 bench=90
+  local lens=512,2k,8k,32k,128k decode=8k,32k,128k repeat=4 tests=90 bench=90
   if [ "$KIT_REHEARSAL" = 1 ]; then
     model=(--model tests/fixtures/tiny-llama) shape=(--local-window 64 --chunk 64)
     lens=128,512 decode=256 repeat=2
