@@ -28,9 +28,12 @@
 #     sequences retrieval documents, the anchor at 16 on the text; a constant rate for as
 #     many steps as the sittings allow (checkpoints every 2 steps, continued with --resume),
 #     judged by the validation split's exact rate (`focus passkey`), not by its loss.
+#   --straddle (started with --init from the --stop stage's step 138, the asset): the --stop
+#     stage on new draws with 30 % of the pooled retrieval documents' statements cut
+#     between two chunks, as a real input's chunking cuts a sentence wherever it falls.
 # Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16|
-#        --anchor32|--decoded|--stop] RUN_DIR [extra focus train options, e.g. --resume or
-#        --init F]
+#        --anchor32|--decoded|--stop|--straddle] RUN_DIR [extra focus train options, e.g.
+#        --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
 set -euo pipefail
@@ -71,6 +74,8 @@ case "${1:-}" in
   --anchor32) shift; anchored 32 49; held_out=("${none[@]}") ;;
   --decoded) shift; anchored 16 50; stage+=(--decoded 124); held_out=("${none[@]}") ;;
   --stop) shift; anchored 16 51 0.6 2
+    sched=(--lr 1e-3 --warmup 2 --schedule constant --steps 400); held_out=("${none[@]}") ;;
+  --straddle) shift; anchored 16 52 0.6 2; stage+=(--straddle 0.3)
     sched=(--lr 1e-3 --warmup 2 --schedule constant --steps 400); held_out=("${none[@]}") ;;
 esac
 run=$1

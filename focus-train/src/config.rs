@@ -97,6 +97,12 @@ pub struct TrainConfig {
     /// is one of these blocks, so its frozen keys come from the chunk cache.
     #[serde(default)]
     pub pool: usize,
+    /// Share of pooled retrieval documents whose fact statement is cut between two memory
+    /// chunks (its start ends one chunk, the rest begins the next), as a document's own
+    /// chunking cuts a sentence wherever it falls; 0 keeps every statement whole in one
+    /// chunk (runs saved before this setting).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub straddle: f64,
     /// Weight λ of the window anchor on text continuation examples: λ · KL(q ‖ p), where p
     /// is FocusLLM's prediction of a target and q the frozen model's prediction from the
     /// local window alone (0: off, as the reference). Not in the paper: it asks the memory
@@ -120,6 +126,10 @@ pub struct TrainConfig {
     /// prefill.
     #[serde(default)]
     pub decoded: usize,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn one() -> usize {
@@ -155,6 +165,12 @@ impl TrainConfig {
             return bad(format!(
                 "the retrieval share {} is not between 0 and 1",
                 self.retrieval
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.straddle) {
+            return bad(format!(
+                "the straddling share {} is not between 0 and 1",
+                self.straddle
             ));
         }
         if self.retrieval > 0.0 && self.curriculum.iter().all(|c| c.0 > 0 || c.1 == 0) {

@@ -326,6 +326,10 @@ pub struct Layout {
     /// is in the span) with the fact inserted and cut back to the chunk length; the other
     /// chunks recur across documents, so their frozen keys are cached.
     pub pool: usize,
+    /// With a pool: the share of documents whose fact statement is cut between two chunks,
+    /// its first tokens ending one chunk and the rest beginning the next (the cut drawn
+    /// uniformly inside the statement, so sometimes between the cue words and the value).
+    pub straddle: f64,
 }
 
 /// A retrieval document and its example: `[BOS]? ‖ haystack with the fact ‖ cue ‖ answer`,
@@ -404,7 +408,8 @@ pub fn document(
 }
 
 /// The memory of a pooled document: `layout.chunks` whole chunks, each a random pool
-/// block (after BOS in the first), the fact inserted into one of them when `with_fact`.
+/// block (after BOS in the first), the fact inserted into one of them when `with_fact`, or
+/// (a `layout.straddle` share) cut between the end of one and the start of the next.
 /// Returns the tokens and the memory length.
 fn pooled_memory(
     tok: &Tokenizer,
@@ -424,13 +429,31 @@ fn pooled_memory(
         )));
     }
     let memory = layout.chunks * layout.chunk_len;
-    let fact_chunk = rng.random_range(0..layout.chunks);
+    // (No draw without a straddling share, so runs saved before it see the same documents.)
+    let straddle = with_fact
+        && layout.chunks > 1
+        && stmt.len() > 1
+        && layout.straddle > 0.0
+        && rng.random_bool(layout.straddle);
+    let fact_chunk = rng.random_range(0..layout.chunks - usize::from(straddle));
+    // Tokens of the statement that end the fact's chunk when it straddles.
+    let cut = if straddle {
+        rng.random_range(1..stmt.len())
+    } else {
+        0
+    };
     let mut x = Vec::with_capacity(memory + layout.window);
     for j in 0..layout.chunks {
         let room = layout.chunk_len - if j == 0 { bos } else { 0 };
         let (mut block, first) = stream.block(layout.pool, rng.random_range(0..layout.pool), room);
-        if with_fact && j == fact_chunk {
+        if with_fact && j == fact_chunk && straddle {
+            block.truncate(room - cut);
+            block.extend_from_slice(&stmt[..cut]);
+        } else if with_fact && j == fact_chunk {
             stream.insert(&mut block, first, stmt, 0, room - stmt.len(), rng);
+            block.truncate(room);
+        } else if straddle && j == fact_chunk + 1 {
+            block.splice(0..0, stmt[cut..].iter().copied());
             block.truncate(room);
         }
         if j == 0 && add_bos {

@@ -78,6 +78,7 @@ fn step_examples<'d>(
                 max_targets: MAX_ANSWER_TOKENS,
                 max_span: cfg.span_cap(),
                 pool: cfg.pool,
+                straddle: cfg.straddle,
             };
             let (x, ex) = document(
                 &src.tokenizer,

@@ -52,6 +52,7 @@ fn config(steps: usize) -> TrainConfig {
         curriculum: Vec::new(),
         max_span: None,
         pool: 0,
+        straddle: 0.0,
         anchor: 0.0,
         distill: 0.0,
         decoded: 0,
@@ -492,6 +493,7 @@ fn retrieval_documents_hide_the_fact_where_the_layout_says() {
             max_targets: 8,
             max_span: if i % 3 == 0 { 100 } else { 158 },
             pool,
+            straddle: 0.0,
         };
         let (x, ex) = document(&tok, &hay, &layout, true, &mut rng).unwrap();
         assert_eq!(x[0], tok.bos_id());
@@ -531,6 +533,73 @@ fn retrieval_documents_hide_the_fact_where_the_layout_says() {
         "{} distinct fact-free chunks",
         blocks.len()
     );
+}
+
+/// With a straddling share, a pooled document's fact statement is cut between two memory
+/// chunks at a cut drawn inside it: its start ends one chunk, the rest begins the next, and
+/// neither chunk holds the statement whole; without it every memory fact is whole in one
+/// chunk. Memory length and targets are as for any document.
+#[test]
+fn straddling_facts_are_cut_between_two_chunks() {
+    use focus_train::synth::{Haystack, Layout, document};
+    let tok = load(&fixture("tiny-llama"), &device()).unwrap().tokenizer;
+    let text =
+        "It was a quiet morning. The shop had not opened yet! Who would come first? ".repeat(40);
+    let hay = Haystack::new(&tok, &[("t".into(), text)]).unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(12);
+    let (mut cut, mut whole) = (0, 0);
+    for share in [0.0, 0.5] {
+        for i in 0..200 {
+            let layout = Layout {
+                chunks: 2 + i % 3,
+                chunk_len: 96,
+                window: 160,
+                local_share: 0.0,
+                max_targets: 8,
+                max_span: 158,
+                pool: 4,
+                straddle: share,
+            };
+            let (x, ex) = document(&tok, &hay, &layout, true, &mut rng).unwrap();
+            assert_eq!(ex.memory_end, layout.chunks * 96, "{ex:?}");
+            let answer = tok.decode(&x[ex.start + ex.len..]).unwrap();
+            let value = answer
+                .trim()
+                .strip_suffix('.')
+                .expect("a full stop")
+                .to_string();
+            let chunks: Vec<String> = x[..ex.memory_end]
+                .chunks(96)
+                .map(|c| tok.decode(c).unwrap())
+                .collect();
+            let holding: Vec<usize> = (0..chunks.len())
+                .filter(|&j| chunks[j].contains(&value))
+                .collect();
+            let memory = tok.decode(&x[..ex.memory_end]).unwrap();
+            assert_eq!(memory.matches(&value).count(), 1, "{memory}");
+            match holding.len() {
+                1 => whole += 1,
+                0 => {
+                    // The value itself is cut: its start ends one chunk, its rest begins
+                    // the next (the tiny tokenizer's tokens are bytes).
+                    assert!(share > 0.0, "a cut fact without a straddling share");
+                    let at_a_boundary = (0..chunks.len() - 1).any(|j| {
+                        (1..value.len()).any(|c| {
+                            chunks[j].ends_with(&value[..c])
+                                && chunks[j + 1].starts_with(&value[c..])
+                        })
+                    });
+                    assert!(at_a_boundary, "{value:?} cut, but not between chunks");
+                    cut += 1;
+                }
+                n => panic!("the value in {n} chunks"),
+            }
+        }
+    }
+    // Half of the second 200 straddle, at a cut drawn inside the statement: most cuts fall
+    // among its words (the value then whole in one chunk), some inside the value (observed
+    // 12 of 200).
+    assert!(whole >= 200 && cut >= 5, "whole {whole}, value cut {cut}");
 }
 
 /// The gradients of both objectives with respect to every candidate projection equal

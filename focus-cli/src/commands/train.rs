@@ -132,6 +132,11 @@ pub struct Args {
     /// so that every chunk but the fact's comes from the chunk cache (0: any slice).
     #[arg(long, default_value_t = 0)]
     pub pool: usize,
+    /// With --pool: the share of retrieval documents whose fact statement is cut between
+    /// two memory chunks (the end of one, the start of the next), as real inputs are cut
+    /// wherever a chunk ends (0: every statement whole in one chunk).
+    #[arg(long, default_value_t = 0.0)]
+    pub straddle: f64,
     /// Weight of the window anchor on text continuation examples: the KL divergence from
     /// the frozen model's prediction from the local window alone to FocusLLM's, added to
     /// the loss (0: off, as the paper). It keeps the memory from disturbing ordinary text.
@@ -231,6 +236,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         curriculum: curriculum(&args.curriculum)?,
         max_span: args.max_span,
         pool: args.pool,
+        straddle: args.straddle,
         anchor: args.anchor,
         distill: args.distill,
         decoded: args.decoded,
