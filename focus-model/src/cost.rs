@@ -8,7 +8,7 @@
 //! values read once and the new ones written once; activations are left out, as a fused
 //! implementation would keep them on chip.
 
-use focus_core::FocusConfig;
+use focus_core::{FocusConfig, Plan, Result};
 
 use crate::config::LlamaConfig;
 
@@ -71,30 +71,25 @@ impl LlamaConfig {
         Cost { flops, bytes }
     }
 
-    /// A FocusLLM prefill of `len` tokens: every chunk pass (the chunk, the separator and
-    /// the dynamic prompt; chunks of one length batched `max_batch` at a time), then the
-    /// local window after BOS, attending to one candidate per chunk. An input within the
-    /// window is one plain pass.
-    pub fn focus_prefill_cost(&self, focus: &FocusConfig, len: usize, w: Widths) -> Cost {
-        let chunks = focus.num_chunks(len);
-        if chunks == 0 {
-            return self.pass_cost(1, len, 0, w);
-        }
-        let memory = len - focus.local_window;
-        let p = focus.prompt_len();
-        let full = memory / focus.chunk_len;
-        let last = memory % focus.chunk_len;
-        let batch = focus.max_batch.max(1);
-        let mut cost: Cost = (0..full.div_ceil(batch))
-            .map(|i| {
-                let b = batch.min(full - i * batch);
-                self.pass_cost(b, focus.chunk_len + p + 1, 0, w)
+    /// A FocusLLM prefill of `len` tokens: the passes of the reading's own plan
+    /// ([`Plan`]): every batch of chunks (each chunk with the separator and the dynamic
+    /// prompt), then the local window, after BOS when there is a memory, attending to one
+    /// candidate per chunk. An input within the window is one plain pass.
+    pub fn focus_prefill_cost(&self, focus: &FocusConfig, len: usize, w: Widths) -> Result<Cost> {
+        // The plan depends on the input's length only; BOS (1) differs from the ids (0), so
+        // the window gets its BOS as a real input would.
+        let ids = vec![0u32; len];
+        let plan = Plan::new(&ids, focus, 1)?;
+        let chunks: Cost = plan
+            .batches(focus.max_batch)
+            .into_iter()
+            .map(|b| {
+                let rows = plan.chunks[b.start].len() + plan.prompt.len();
+                self.pass_cost(b.len(), rows, 0, w)
             })
             .sum();
-        if last > 0 {
-            cost = cost + self.pass_cost(1, last + p + 1, 0, w);
-        }
-        cost + self.pass_cost(1, focus.local_window + 1, chunks, w)
+        let window = plan.local_input(&ids, 1).len();
+        Ok(chunks + self.pass_cost(1, window, plan.num_chunks(), w))
     }
 
     /// `n` plain decoding steps after `len` cached positions.
@@ -137,10 +132,10 @@ mod tests {
         let want = cfg.pass_cost(3, 2048 + 513, 0, F32)
             + cfg.pass_cost(1, 1808 + 513, 0, F32)
             + cfg.pass_cost(1, 2049, 4, F32);
-        assert_eq!(cfg.focus_prefill_cost(&focus, 10_000, F32), want);
+        assert_eq!(cfg.focus_prefill_cost(&focus, 10_000, F32).unwrap(), want);
         // Within the window: one plain pass.
         assert_eq!(
-            cfg.focus_prefill_cost(&focus, 1000, F32),
+            cfg.focus_prefill_cost(&focus, 1000, F32).unwrap(),
             cfg.pass_cost(1, 1000, 0, F32)
         );
         let c = Cost {

@@ -155,9 +155,9 @@ struct Scratch {
 
 vectorised!(fn run_task(task: &Task, scratch: &mut Scratch) -> () = run_task_in);
 
-/// The task's output rows `[m, d]` into `scratch.out`: the body of [`run_task`], inlined into each of its
-/// instruction-set variants (see [`vectorised`]) so that the softmax loops are vectorised for
-/// them.
+/// The task's output rows `[m, d]` into `scratch.out`: the body of [`run_task`], inlined
+/// into each of its instruction-set variants (see [`vectorised`]) so that the softmax loops
+/// are vectorised for them.
 #[inline(always)]
 fn run_task_in(task: &Task, scratch: &mut Scratch) {
     let d = task.head_dim;

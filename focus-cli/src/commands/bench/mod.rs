@@ -259,9 +259,11 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     };
     focus.prompt = args.focus.prompt.config(model.config())?;
     let bytes_per_value = model.chunk_cache_dtype().size();
+    // Weights and the window's keys and values are in the computation's float type.
+    let size = args.model.dtype.burn().size();
     let widths = Widths {
-        weights: args.model.dtype.burn().size(),
-        kv: args.model.dtype.burn().size(),
+        weights: size,
+        kv: size,
     };
     let mut bench = Bench {
         model: &model,
@@ -358,7 +360,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                 &focus.with_max_batch(batch.unwrap_or(focus.max_batch)),
                 len,
                 widths,
-            )),
+            )?),
             (BenchMode::Full, Phase::Decode) => {
                 Some(cfg.decode_cost(len, args.decode_tokens, widths))
             }
