@@ -101,6 +101,26 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out).with_bias(false).init(device)
 }
 
+/// `x · w` for `w` `[in, out]`: a few rows in f32 on the CPU backend through
+/// [`crate::cpu::gemv`] (decoding), burn's product otherwise.
+pub(crate) fn times<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if crate::cpu::applies(&x)
+        && let Some(y) = crate::cpu::gemv::product(&x, &w)
+    {
+        return y;
+    }
+    burn::tensor::module::linear(x, w, None)
+}
+
+/// The projection `l` applied to `x` (see [`times`]; the model's projections have no bias).
+pub(crate) fn apply<const D: usize>(l: &Linear, x: Tensor<D>) -> Tensor<D> {
+    match &l.bias {
+        None => times(x, l.weight.val()),
+        Some(_) => l.forward(x),
+    }
+}
+
 impl Attention {
     fn new(cfg: &LlamaConfig, device: &Device) -> Self {
         let (d, h, hkv, hd) = (
@@ -136,14 +156,14 @@ impl Attention {
         cand: Option<&CandidateProj<'_>>,
     ) -> (Tensor<3>, Option<Tensor<3>>) {
         match cand {
-            None => (base.forward(x), None),
+            None => (apply(base, x), None),
             Some(cand) => {
                 let t = x.dims()[1];
                 let last = cand.forward(x.clone().narrow(1, t - 1, 1));
                 if t == 1 {
                     return (last.clone(), Some(last));
                 }
-                let rest = base.forward(x.narrow(1, 0, t - 1));
+                let rest = apply(base, x.narrow(1, 0, t - 1));
                 (Tensor::cat(vec![rest, last.clone()], 1), Some(last))
             }
         }
@@ -250,12 +270,12 @@ impl Mlp {
     /// # Shapes
     /// - x: `[batch, T, hidden]` -> `[batch, T, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let (gate, up) = (self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        let (gate, up) = (apply(&self.gate_proj, x.clone()), apply(&self.up_proj, x));
         #[cfg(feature = "flex")]
         if crate::cpu::applies(&gate) {
-            return self.down_proj.forward(crate::cpu::swiglu::gate(gate, up));
+            return apply(&self.down_proj, crate::cpu::swiglu::gate(gate, up));
         }
-        self.down_proj.forward(silu(gate) * up)
+        apply(&self.down_proj, silu(gate) * up)
     }
 }
 

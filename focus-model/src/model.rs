@@ -157,16 +157,8 @@ impl LlamaForCausalLM {
     /// - hidden: `[batch, T, hidden]` -> `[batch, T, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                let w = self.model.embed_tokens.weight.val();
-                let [b, t, d] = hidden.dims();
-                let v = w.dims()[0];
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(w.transpose())
-                    .reshape([b, t, v])
-            }
+            Some(head) => crate::layers::apply(head, hidden),
+            None => crate::layers::times(hidden, self.model.embed_tokens.weight.val().transpose()),
         }
     }
 

@@ -7,7 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, module};
 use focus_model::cpu::attention::{self, Dims};
-use focus_model::cpu::{applies, exp_neg, swiglu};
+use focus_model::cpu::{applies, exp_neg, gemv, swiglu};
 use focus_model::layers::repeat_kv;
 use focus_tests::{max_abs_diff, values};
 use rand::rngs::StdRng;
@@ -172,4 +172,68 @@ fn the_swiglu_gate_equals_its_definition_and_burns() {
         "against the definition: {vs_definition:e}"
     );
     assert!(vs_burn < 1e-6, "against burn: {vs_burn:e}");
+}
+
+#[test]
+fn the_few_row_product_equals_its_definition_in_both_weight_layouts() {
+    let device = Device::flex();
+    let mut rng = StdRng::seed_from_u64(11);
+    // (rows, in, out): one decoding row through SmolLM2's shapes (576 → 192 for keys and
+    // values, 576 → 1536 and back), widths off the vector lanes (16) and the blocks, the
+    // most rows taken (4), and a vocabulary-sized output.
+    let shapes = [
+        (1, 576, 192),
+        (1, 576, 1536),
+        (1, 1536, 576),
+        (3, 37, 101),
+        (4, 64, 17),
+        (1, 576, 49_152),
+    ];
+    for (rows, k, n) in shapes {
+        let x = random(rows * k, &mut rng, 1.0);
+        let w = random(k * n, &mut rng, 1.0);
+        // The same `[k, n]` matrix lying row by row, and as the transpose of its `[n, k]`
+        // transpose (the tied embeddings' layout).
+        let by_rows = Tensor::<2>::from_data(TensorData::new(w.clone(), [k, n]), &device);
+        let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+        let by_columns = Tensor::<2>::from_data(TensorData::new(wt, [n, k]), &device).transpose();
+        let xt = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, rows, k]), &device);
+        let want: Vec<f64> = (0..rows * n)
+            .map(|o| {
+                let (r, j) = (o / n, o % n);
+                (0..k)
+                    .map(|i| x[r * k + i] as f64 * w[i * n + j] as f64)
+                    .sum()
+            })
+            .collect();
+        let err = |got: Vec<f32>| {
+            got.iter()
+                .zip(&want)
+                .map(|(&g, &w)| (g as f64 - w).abs())
+                .fold(0.0, f64::max)
+        };
+        // burn's product of the same operands, against the same reference.
+        let burn = err(values(xt.clone().matmul(by_rows.clone().unsqueeze())));
+        for (form, weights) in [("rows", by_rows), ("columns", by_columns)] {
+            let ours = err(values(
+                gemv::product(&xt, &weights).expect("a product it takes"),
+            ));
+            // Observed: the same error as burn's in the row layout (5.0e-5 at most, for sums
+            // of 1,536 products within ±1), 2.4 to 6.4 times smaller in the column layout
+            // (sixteen partial sums).
+            assert!(
+                ours <= 1.5 * burn,
+                "{rows}×{k}×{n}, {form}: largest error {ours:e}, burn's {burn:e}"
+            );
+        }
+    }
+    // Not taken: more rows than MAX_ROWS, weights in another float type or layout.
+    let x = Tensor::<2>::random([gemv::MAX_ROWS + 1, 8], Distribution::Default, &device);
+    let w = Tensor::<2>::random([8, 8], Distribution::Default, &device);
+    assert!(gemv::product(&x, &w).is_none());
+    let x = x.narrow(0, 0, 1);
+    assert!(gemv::product(&x, &w.clone().cast(DType::F16)).is_none());
+    let strided = Tensor::<2>::random([8, 16], Distribution::Default, &device).narrow(1, 0, 8);
+    assert!(gemv::product(&x, &strided).is_none());
+    assert!(gemv::product(&x, &w).is_some());
 }
