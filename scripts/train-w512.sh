@@ -31,8 +31,11 @@
 #   --straddle (started with --init from the --stop stage's step 138, the asset): the --stop
 #     stage on new draws with 30 % of the pooled retrieval documents' statements cut
 #     between two chunks, as a real input's chunking cuts a sentence wherever it falls.
+#   --straddle128 (started with --init from the --straddle stage's step 22): the same on new
+#     draws with the dynamic prompt capped at 128 tokens (`--prompt-cap 128`), the setting
+#     the weights are then meant for (docs/training.md has the validation that chose it).
 # Usage: scripts/train-w512.sh [--text|--long|--anneal|--anchor8|--distill|--anchor16|
-#        --anchor32|--decoded|--stop|--straddle] RUN_DIR [extra focus train options, e.g.
+#        --anchor32|--decoded|--stop|--straddle|--straddle128] RUN_DIR [extra focus train options, e.g.
 #        --resume or --init F]
 # The run folder belongs outside the clone; --resume continues it exactly, --init FILE starts
 # a new run (fresh optimizer) from the weights an earlier one wrote.
@@ -76,6 +79,8 @@ case "${1:-}" in
   --stop) shift; anchored 16 51 0.6 2
     sched=(--lr 1e-3 --warmup 2 --schedule constant --steps 400); held_out=("${none[@]}") ;;
   --straddle) shift; anchored 16 52 0.6 2; stage+=(--straddle 0.3)
+    sched=(--lr 1e-3 --warmup 2 --schedule constant --steps 400); held_out=("${none[@]}") ;;
+  --straddle128) shift; anchored 16 53 0.6 2; stage+=(--straddle 0.3 --prompt-cap 128)
     sched=(--lr 1e-3 --warmup 2 --schedule constant --steps 400); held_out=("${none[@]}") ;;
 esac
 run=$1

@@ -1,11 +1,11 @@
 //! The options the subcommands share (model and device, FocusLLM settings, input, output
 //! format) and the parsers of their values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use focus_core::{Decode, FocusConfig, PromptConfig};
-use focus_model::LlamaConfig;
+use focus_model::{LlamaConfig, WeightSettings};
 
 use crate::device::{DeviceName, Dtype};
 
@@ -59,9 +59,10 @@ pub struct FocusArgs {
 /// The dynamic prompt's settings, shared by inference and training.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PromptArgs {
-    /// Cap on the dynamic prompt length (512 in the paper).
-    #[arg(long, default_value_t = 512)]
-    pub prompt_cap: usize,
+    /// Cap on the dynamic prompt length [default: the cap the candidate weights record
+    /// (`focus train` writes the one it trained with), else 512 as in the paper].
+    #[arg(long)]
+    pub prompt_cap: Option<usize>,
     /// The token between each chunk and its dynamic prompt: `bos` (the reference's
     /// choice), `eos` (the model's first end-of-sequence token) or a token id.
     #[arg(long, default_value = "bos")]
@@ -69,6 +70,15 @@ pub struct PromptArgs {
 }
 
 impl PromptArgs {
+    /// Takes the cap the candidate weights file `weights` records where `--prompt-cap` is
+    /// not given.
+    pub fn default_from(&mut self, weights: Option<&Path>) -> Result<()> {
+        if let (None, Some(path)) = (self.prompt_cap, weights) {
+            self.prompt_cap = WeightSettings::read(path)?.prompt_cap;
+        }
+        Ok(())
+    }
+
     /// The settings for `model`.
     pub fn config(&self, model: &LlamaConfig) -> Result<PromptConfig> {
         Ok(PromptConfig {
@@ -81,7 +91,7 @@ impl PromptArgs {
     /// on the model).
     pub fn shape(&self) -> PromptConfig {
         PromptConfig {
-            cap: self.prompt_cap,
+            cap: self.prompt_cap.unwrap_or(PromptConfig::default().cap),
             separator: None,
         }
     }

@@ -60,6 +60,27 @@ enum Command {
     Memory(memory::Args),
 }
 
+impl Command {
+    /// Fills in what the candidate weights file records (its prompt cap) where the
+    /// command line leaves it out.
+    fn take_weight_settings(&mut self) -> anyhow::Result<()> {
+        let (model, focus) = match self {
+            Command::Generate(a) => (&a.model, &mut a.focus),
+            Command::Bench(a) => (&a.model, &mut a.focus),
+            Command::Ppl(a) => (&a.model, &mut a.focus),
+            Command::Passkey(a) => (&a.model, &mut a.focus),
+            Command::Niah(a) => (&a.grid.model, &mut a.grid.focus),
+            Command::Probe(a) => (&a.model, &mut a.focus),
+            Command::Serve(a) => (&a.model, &mut a.focus),
+            // Training sets its own cap; the others read no candidate weights or no prompt.
+            Command::Train(_) | Command::Inspect(_) | Command::PlotLog(_) | Command::Memory(_) => {
+                return Ok(());
+            }
+        };
+        focus.prompt.default_from(model.focus_weights.as_deref())
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     device::read_env();
@@ -83,7 +104,12 @@ fn main() -> ExitCode {
         )
         .without_time()
         .init();
-    let result = match cli.command {
+    let mut command = cli.command;
+    if let Err(e) = command.take_weight_settings() {
+        eprintln!("error: {}", one_line(&e));
+        return ExitCode::from(2);
+    }
+    let result = match command {
         Command::Generate(a) => generate::run(a, cli.quiet),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a, cli.quiet),

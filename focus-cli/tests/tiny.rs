@@ -41,6 +41,53 @@ fn generate_json_reports_tokens_logits_and_plan() {
     assert_eq!(v["plan"]["prompt_tokens"], 17);
 }
 
+/// A copy of the tiny model's candidate projections whose header records `focus.prompt_cap`
+/// as `cap` (a JSON string, as `focus train` writes it).
+fn candidates_with_cap(dir: &std::path::Path, cap: &str) -> String {
+    let bytes = std::fs::read(fixture("tiny-focus-candidates.safetensors")).expect("fixture");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    header["__metadata__"]["focus.prompt_cap"] = Value::String(cap.into());
+    let header = serde_json::to_vec(&header).expect("JSON");
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&bytes[8 + n..]);
+    let path = dir.join(format!("cap-{cap}.safetensors"));
+    std::fs::write(&path, out).expect("write");
+    path.display().to_string()
+}
+
+/// The prompt cap recorded by the candidate weights is the default; `--prompt-cap` overrides
+/// it; a file without one keeps the paper's 512; a recorded value that is not a number is a
+/// one-line error.
+#[test]
+fn candidate_weights_give_their_prompt_cap() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let prompt_tokens = |extra: &[&str]| {
+        let args = long_generate(&[&["-q"], extra].concat());
+        json(&ok(&args.iter().map(String::as_str).collect::<Vec<_>>()))["plan"]["prompt_tokens"]
+            .clone()
+    };
+    let eight = candidates_with_cap(dir.path(), "8");
+    // BOS + min(cap, S = 16, W = 32).
+    assert_eq!(prompt_tokens(&["--focus-weights", &eight]), 9);
+    assert_eq!(
+        prompt_tokens(&["--focus-weights", &eight, "--prompt-cap", "4"]),
+        5
+    );
+    let plain = fixture("tiny-focus-candidates.safetensors");
+    assert_eq!(
+        prompt_tokens(&["--focus-weights", plain.to_str().expect("path")]),
+        17
+    );
+    let bad = candidates_with_cap(dir.path(), "eight");
+    let args = long_generate(&["--focus-weights", &bad]);
+    fails(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "focus.prompt_cap",
+    );
+}
+
 /// `--memory-dir`: a second process reads every chunk from the disk store and gives the
 /// same logits and tokens, bit for bit; a damaged entry is named on stderr, computed again
 /// and changes nothing.

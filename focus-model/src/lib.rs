@@ -26,7 +26,7 @@ pub mod rope;
 pub mod tokenizer;
 pub mod weights;
 
-pub use candidate::LowRank;
+pub use candidate::{LowRank, WeightSettings};
 pub use chat::{ChatTemplate, Message};
 pub use condensing::Candidates;
 pub use config::{HfLlamaConfig, LlamaConfig};

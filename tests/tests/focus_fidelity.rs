@@ -4,7 +4,7 @@
 //! that need no fixture.
 
 use focus_core::{FocusConfig, PromptConfig, Session};
-use focus_model::{LlamaForCausalLM, Rows, load, model::ids_tensor};
+use focus_model::{LlamaForCausalLM, Rows, WeightSettings, load, model::ids_tensor};
 use focus_tests::{
     F16_FOCUS, F16_SHARE, Reference, device, f32_bound, fixture, max_abs, max_abs_diff,
     reduced_f32, top2, values,
@@ -172,7 +172,9 @@ fn candidate_weights_round_trip_and_bad_files_are_errors() {
     let model = tiny_focus();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cand.safetensors");
-    model.save_candidate_projections(&path).unwrap();
+    model
+        .save_candidate_projections(&path, WeightSettings::default())
+        .unwrap();
     let reloaded = load(&fixture("tiny-llama"), &device())
         .unwrap()
         .model
@@ -260,4 +262,53 @@ fn candidate_weights_round_trip_and_bad_files_are_errors() {
             .load_candidate_projections(&dir.path().join("none"))
             .is_err()
     );
+}
+
+#[test]
+fn weights_files_record_their_prompt_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = dir.path().join("with.safetensors");
+    let without = dir.path().join("without.safetensors");
+    let cap = WeightSettings {
+        prompt_cap: Some(128),
+    };
+    let low_rank = tiny_focus().with_low_rank(2, 1).unwrap();
+    low_rank.save_low_rank(&with, cap).unwrap();
+    low_rank
+        .save_low_rank(&without, WeightSettings::default())
+        .unwrap();
+    assert_eq!(WeightSettings::read(&with).unwrap(), cap);
+    assert_eq!(
+        WeightSettings::read(&without).unwrap(),
+        WeightSettings::default()
+    );
+    // The full projections' format records it too, and the weights load as before.
+    let full = dir.path().join("full.safetensors");
+    tiny_focus().save_candidate_projections(&full, cap).unwrap();
+    assert_eq!(WeightSettings::read(&full).unwrap(), cap);
+    load(&fixture("tiny-llama"), &device())
+        .unwrap()
+        .model
+        .load_focus_weights(&with)
+        .unwrap();
+    // A value that is not a positive number, a cut header and a missing file are errors
+    // that name the file.
+    let bytes = std::fs::read(&with).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    assert!(header.contains(r#""focus.prompt_cap":"128""#), "{header}");
+    let bad = dir.path().join("bad.safetensors");
+    let mut edited = bytes.clone();
+    let at = 8 + header.find(r#""128""#).unwrap();
+    edited[at + 1..at + 4].copy_from_slice(b"0x8");
+    std::fs::write(&bad, &edited).unwrap();
+    let err = WeightSettings::read(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.safetensors") && err.contains("focus.prompt_cap"),
+        "{err}"
+    );
+    std::fs::write(&bad, &bytes[..8 + n / 2]).unwrap();
+    let err = WeightSettings::read(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad.safetensors"), "{err}");
+    assert!(WeightSettings::read(&dir.path().join("none.safetensors")).is_err());
 }

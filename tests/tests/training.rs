@@ -6,7 +6,7 @@
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use focus_core::{CondensingModel, PromptConfig};
-use focus_model::{LlamaForCausalLM, load};
+use focus_model::{LlamaForCausalLM, WeightSettings, load};
 use focus_tests::{
     F16_SHARE, Reference, device, f32_bound, fixture, max_abs, max_abs_diff, values,
 };
@@ -756,6 +756,13 @@ fn a_killed_run_resumes_exactly() {
             .step,
         2
     );
+    // Its weights record the prompt cap they were trained with.
+    assert_eq!(
+        WeightSettings::read(&run.checkpoint().join("candidates.safetensors"))
+            .unwrap()
+            .prompt_cap,
+        Some(cfg.prompt.cap)
+    );
     let fresh = train(
         tiny(),
         &cfg,
@@ -822,7 +829,9 @@ fn low_rank_updates_train_save_load_and_merge() {
     .unwrap();
     assert_eq!(trained.low_rank(), Some(2));
     let path = dir.path().join("lr.safetensors");
-    trained.save_low_rank(&path).unwrap();
+    trained
+        .save_low_rank(&path, WeightSettings::default())
+        .unwrap();
     let loaded = tiny().load_focus_weights(&path).unwrap();
     let merged = trained.clone().merge_low_rank();
     assert_eq!(merged.low_rank(), None);
@@ -884,7 +893,9 @@ fn a_run_starts_from_earlier_weights() {
     )
     .unwrap();
     let path = first.path().join("lr.safetensors");
-    trained.save_low_rank(&path).unwrap();
+    trained
+        .save_low_rank(&path, WeightSettings::default())
+        .unwrap();
     let second = tempfile::tempdir().unwrap();
     let from = RunOptions {
         init: Some(path.clone()),

@@ -1,7 +1,10 @@
 //! The candidate weights' files: full projections in the reference key layout, or the
 //! low-rank updates `focus train --rank` writes. Loading is strict (every tensor of the
 //! set present, nothing else); saving writes beside the target and renames it into place.
+//! A file may record the settings its weights were trained with ([`WeightSettings`], in
+//! its safetensors metadata).
 
+use std::io::Read;
 use std::path::Path;
 
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
@@ -13,6 +16,62 @@ use crate::weights::{apply_safetensors, mismatch};
 /// Candidate projections' keys, and the low-rank updates' keys.
 const PROJ: &str = r"\.beacon_[qkvo]_proj\.";
 const LORA: &str = r"\.beacon_[qkvo]_lora\.";
+/// Metadata key of the dynamic prompt's cap the weights were trained with.
+const PROMPT_CAP: &str = "focus.prompt_cap";
+
+/// The FocusLLM settings a candidate weights file records in its safetensors metadata
+/// (`focus.*` keys): those its weights were trained with, which commands take where the
+/// command line gives none. A file without them (the reference's, or an older one) records
+/// none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WeightSettings {
+    /// The dynamic prompt's cap (`focus.prompt_cap`).
+    pub prompt_cap: Option<usize>,
+}
+
+impl WeightSettings {
+    /// Reads the settings `path` records, from its header alone.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bad = |msg: String| Error::Safetensors {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len)
+            .map_err(|_| bad("shorter than a safetensors header".into()))?;
+        let len = u64::from_le_bytes(len);
+        // The format's own limit on a header.
+        if len > 100_000_000 {
+            return Err(bad(format!("a header of {len} bytes")));
+        }
+        let mut header = vec![0u8; len as usize];
+        file.read_exact(&mut header)
+            .map_err(|_| bad("its header is cut short".into()))?;
+        let header: serde_json::Value = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("its header is not JSON: {e}")))?;
+        let meta = header.get("__metadata__");
+        let Some(cap) = meta.and_then(|m| m.get(PROMPT_CAP)) else {
+            return Ok(Self::default());
+        };
+        let cap = cap
+            .as_str()
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|&c| c > 0)
+            .ok_or_else(|| bad(format!("{PROMPT_CAP} is {cap}, not a positive number")))?;
+        Ok(Self {
+            prompt_cap: Some(cap),
+        })
+    }
+
+    /// `store` with these settings in its metadata.
+    fn record(&self, mut store: SafetensorsStore) -> SafetensorsStore {
+        if let Some(cap) = self.prompt_cap {
+            store = store.metadata(PROMPT_CAP, cap.to_string());
+        }
+        store
+    }
+}
 
 impl LlamaForCausalLM {
     /// Loads candidate projections from a safetensors file with the reference keys
@@ -62,9 +121,10 @@ impl LlamaForCausalLM {
         Ok(model.fix_candidate_param_ids())
     }
 
-    /// Saves the candidate projections (only them) in the reference key layout. The file
-    /// is written next to `path` and renamed into place, so a failure leaves no partial file.
-    pub fn save_candidate_projections(&self, path: &Path) -> Result<()> {
+    /// Saves the candidate projections (only them) in the reference key layout, with
+    /// `settings` in the metadata. The file is written next to `path` and renamed into
+    /// place, so a failure leaves no partial file.
+    pub fn save_candidate_projections(&self, path: &Path, settings: WeightSettings) -> Result<()> {
         if !self.has_candidate_proj() {
             return Err(Error::Input(
                 "the model has no candidate projections to save".into(),
@@ -74,12 +134,13 @@ impl LlamaForCausalLM {
             .with_to_adapter(BurnToPyTorchAdapter)
             .with_regex(PROJ)
             .metadata("format", "pt");
-        self.save_atomic(path, store)
+        self.save_atomic(path, settings.record(store))
     }
 
     /// Saves the low-rank updates (`model.layers.{i}.self_attn.beacon_{q,k,v,o}_lora.lora_{a,b}`,
-    /// `A`: `[in, rank]`, `B`: `[rank, out]`) to a safetensors file, atomically.
-    pub fn save_low_rank(&self, path: &Path) -> Result<()> {
+    /// `A`: `[in, rank]`, `B`: `[rank, out]`) to a safetensors file, atomically, with
+    /// `settings` in its metadata.
+    pub fn save_low_rank(&self, path: &Path, settings: WeightSettings) -> Result<()> {
         if self.low_rank().is_none() {
             return Err(Error::Input(
                 "the model has no low-rank updates to save".into(),
@@ -87,7 +148,7 @@ impl LlamaForCausalLM {
         }
         let store =
             SafetensorsStore::from_file(path.with_extension("safetensors.tmp")).with_regex(LORA);
-        self.save_atomic(path, store)
+        self.save_atomic(path, settings.record(store))
     }
 
     /// Saves through `store` (which writes `path` with a `.safetensors.tmp` extension), then

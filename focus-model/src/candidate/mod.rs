@@ -18,6 +18,7 @@ use crate::model::LlamaForCausalLM;
 pub mod io;
 pub mod low_rank;
 
+pub use io::WeightSettings;
 use low_rank::CandidateProj;
 pub use low_rank::LowRank;
 

@@ -1,5 +1,6 @@
 //! The candidate-weights loader (`load_focus_weights`) on mutated full and low-rank files.
 
+use focus_model::WeightSettings;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -8,7 +9,7 @@ use super::Tally;
 /// The candidate-weights loader (`load_focus_weights`) on mutated files of both formats (the
 /// tiny model's full candidate projections and its rank-2 factors): bit flips, truncations,
 /// and the header length set to edge values. Each case is an error or a loaded model, never
-/// a panic.
+/// a panic (the recorded settings are read first, as a command does).
 #[test]
 fn candidate_weight_files_survive_mutations() {
     use focus_model::load;
@@ -17,14 +18,18 @@ fn candidate_weight_files_survive_mutations() {
     let dir = tempfile::tempdir().unwrap();
     let full = dir.path().join("full.safetensors");
     let factors = dir.path().join("factors.safetensors");
+    // Both files record a prompt cap, so the mutations reach the metadata's reader too.
+    let settings = WeightSettings {
+        prompt_cap: Some(128),
+    };
     base.clone()
         .with_candidate_projections()
-        .save_candidate_projections(&full)
+        .save_candidate_projections(&full, settings)
         .unwrap();
     base.clone()
         .with_low_rank(2, 1)
         .unwrap()
-        .save_low_rank(&factors)
+        .save_low_rank(&factors, settings)
         .unwrap();
     let path = dir.path().join("m.safetensors");
     let mut tally = Tally::default();
@@ -65,7 +70,10 @@ fn candidate_weight_files_survive_mutations() {
         }
         std::fs::write(&path, &b).unwrap();
         let m = base.clone();
-        tally.run(case, || m.load_focus_weights(&path));
+        // As a command reads the file: its settings, then its weights.
+        tally.run(case, || {
+            WeightSettings::read(&path).and_then(|_| m.load_focus_weights(&path))
+        });
     }
     tally.assert_no_panic();
     let Tally { errors, loaded, .. } = tally;

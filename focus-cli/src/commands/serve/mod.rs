@@ -245,7 +245,7 @@ impl AppState {
         if let Some(ext) = &c.focus {
             focus.local_window = ext.local_window.or(focus.local_window);
             focus.chunk = ext.chunk.or(focus.chunk);
-            focus.prompt.prompt_cap = ext.prompt_cap.unwrap_or(focus.prompt.prompt_cap);
+            focus.prompt.prompt_cap = ext.prompt_cap.or(focus.prompt.prompt_cap);
         }
         let mut cfg = focus
             .config(&self.config)
