@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
-use focus_model::{LlamaForCausalLM, WeightSettings};
+use focus_model::LlamaForCausalLM;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -116,10 +116,7 @@ pub(crate) fn save_checkpoint(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
     let plain = model.valid();
-    // The weights record the prompt cap they are trained with, which inference then takes.
-    let settings = WeightSettings {
-        prompt_cap: Some(state.config.prompt.cap),
-    };
+    let settings = state.config.weight_settings();
     let weights = tmp.join("candidates.safetensors");
     if plain.low_rank().is_some() {
         plain.save_low_rank(&weights, settings)?;

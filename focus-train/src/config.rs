@@ -3,6 +3,7 @@
 //! `(seed, t)` ([`step_rng`]).
 
 use focus_core::PromptConfig;
+use focus_model::WeightSettings;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -137,6 +138,14 @@ fn one() -> usize {
 }
 
 impl TrainConfig {
+    /// What the weights this run writes record of it: the prompt cap they are trained
+    /// with, which inference then takes.
+    pub fn weight_settings(&self) -> WeightSettings {
+        WeightSettings {
+            prompt_cap: Some(self.prompt.cap),
+        }
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Input(m));

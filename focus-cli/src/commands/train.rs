@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use focus_core::{FocusConfig, Reading};
 use focus_eval::retrieval::{Form, KeyRef, Split, Task, trial};
-use focus_model::{LlamaForCausalLM, Tokenizer, WeightSettings};
+use focus_model::{LlamaForCausalLM, Tokenizer};
 use focus_train::data::{pack, pack_held_out, read_texts};
 use focus_train::synth::Haystack;
 use focus_train::{
@@ -365,10 +365,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
     )?;
     bar.finish_and_clear();
     let out = args.out.join("focus-weights.safetensors");
-    // The files record the prompt cap they were trained with (inference takes it).
-    let settings = WeightSettings {
-        prompt_cap: Some(cfg.prompt.cap),
-    };
+    let settings = cfg.weight_settings();
     if trained.low_rank().is_some() {
         trained.save_low_rank(&out, settings)?;
         trained.merge_low_rank().save_candidate_projections(

@@ -4,7 +4,6 @@
 //! A file may record the settings its weights were trained with ([`WeightSettings`], in
 //! its safetensors metadata).
 
-use std::io::Read;
 use std::path::Path;
 
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
@@ -30,35 +29,23 @@ pub struct WeightSettings {
 }
 
 impl WeightSettings {
-    /// Reads the settings `path` records, from its header alone.
+    /// Reads the settings `path` records (the file is checked as a safetensors file).
     pub fn read(path: &Path) -> Result<Self> {
         let bad = |msg: String| Error::Safetensors {
             path: path.to_path_buf(),
             msg,
         };
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut len = [0u8; 8];
-        file.read_exact(&mut len)
-            .map_err(|_| bad("shorter than a safetensors header".into()))?;
-        let len = u64::from_le_bytes(len);
-        // The format's own limit on a header.
-        if len > 100_000_000 {
-            return Err(bad(format!("a header of {len} bytes")));
-        }
-        let mut header = vec![0u8; len as usize];
-        file.read_exact(&mut header)
-            .map_err(|_| bad("its header is cut short".into()))?;
-        let header: serde_json::Value = serde_json::from_slice(&header)
-            .map_err(|e| bad(format!("its header is not JSON: {e}")))?;
-        let meta = header.get("__metadata__");
-        let Some(cap) = meta.and_then(|m| m.get(PROMPT_CAP)) else {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let Some(cap) = meta.metadata().as_ref().and_then(|m| m.get(PROMPT_CAP)) else {
             return Ok(Self::default());
         };
         let cap = cap
-            .as_str()
-            .and_then(|c| c.parse::<usize>().ok())
+            .parse::<usize>()
+            .ok()
             .filter(|&c| c > 0)
-            .ok_or_else(|| bad(format!("{PROMPT_CAP} is {cap}, not a positive number")))?;
+            .ok_or_else(|| bad(format!("{PROMPT_CAP} is {cap:?}, not a positive number")))?;
         Ok(Self {
             prompt_cap: Some(cap),
         })
