@@ -72,7 +72,7 @@ impl CondensingModel for LlamaForCausalLM {
     }
 
     fn extend_chunk_kv(&self, stored: &Vec<LayerKv>, keep: usize, chunk: &[u32]) -> Vec<LayerKv> {
-        let kept: Vec<LayerKv> = stored
+        let mut kept: Vec<LayerKv> = stored
             .iter()
             .map(|l| LayerKv {
                 k: l.k.clone().narrow(2, 0, keep),
@@ -83,23 +83,14 @@ impl CondensingModel for LlamaForCausalLM {
             return kept;
         }
         let rest = vec![chunk[keep..].to_vec()];
-        let f = self.forward(
+        // The new rows join the kept ones in their float type: the chunk caches' own.
+        self.forward(
             batch_ids(&rest, &self.device()),
             keep,
-            Some(&kept),
+            Some(&mut kept),
             Rows::Plain,
         );
-        kept.into_iter()
-            .zip(f.new_kv)
-            .map(|(mut l, kv)| {
-                // In the kept rows' float type: the chunk caches' own.
-                l.append(LayerKv {
-                    k: kv.k_rot,
-                    v: kv.v,
-                });
-                l
-            })
-            .collect()
+        kept
     }
 
     fn chunk_kv_bytes(&self, kv: &Vec<LayerKv>) -> usize {
@@ -122,7 +113,7 @@ impl CondensingModel for LlamaForCausalLM {
     fn prefill_prompts(&self, chunks: &[&Vec<LayerKv>], prompt: &[u32]) -> (KvCache, Candidates) {
         let n = chunks[0][0].len();
         let m = prompt.len();
-        let past: Vec<LayerKv> = (0..self.model.layers.len())
+        let mut cache: Vec<LayerKv> = (0..self.model.layers.len())
             .map(|l| LayerKv {
                 k: Tensor::cat(chunks.iter().map(|c| c[l].k.clone()).collect(), 0),
                 v: Tensor::cat(chunks.iter().map(|c| c[l].v.clone()).collect(), 0),
@@ -132,18 +123,13 @@ impl CondensingModel for LlamaForCausalLM {
         let f = self.forward(
             batch_ids(&rows, &self.device()),
             n,
-            Some(&past),
+            Some(&mut cache),
             Rows::LastIsCandidate,
         );
-        let mut cache = past;
         let mut cands = Vec::with_capacity(f.new_kv.len());
         for (c, kv) in cache.iter_mut().zip(f.new_kv) {
-            if m > 1 {
-                c.append(LayerKv {
-                    k: kv.k_rot.narrow(2, 0, m - 1),
-                    v: kv.v.clone().narrow(2, 0, m - 1),
-                });
-            }
+            // The cache keeps the prompt's rows but the candidate's.
+            c.truncate(n + m - 1);
             cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, m - 1, 1)));
         }
         (cache, Candidates(cands))
@@ -161,19 +147,22 @@ impl CondensingModel for LlamaForCausalLM {
         );
         let mut cands = Vec::with_capacity(f.new_kv.len());
         for (c, kv) in cache.iter_mut().zip(f.new_kv) {
-            c.append(LayerKv {
-                k: kv.k_rot.narrow(2, 0, 1),
-                v: kv.v.clone().narrow(2, 0, 1),
-            });
+            // The cache keeps the fed token's row, not the candidate's.
+            c.truncate(start + 1);
             cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, 1, 1)));
         }
         Candidates(cands)
     }
 
     fn local_pass(&self, candidates: &[&Candidates], ids: &[u32]) -> (Tensor<2>, KvCache) {
-        let past = self.candidate_prefix(candidates);
+        let mut past = self.candidate_prefix(candidates);
         let c = past[0].len();
-        let f = self.forward(ids_tensor(ids, &self.device()), c, Some(&past), Rows::Plain);
+        let f = self.forward(
+            ids_tensor(ids, &self.device()),
+            c,
+            Some(&mut past),
+            Rows::Plain,
+        );
         let cache = f
             .new_kv
             .into_iter()
@@ -195,7 +184,7 @@ impl CondensingModel for LlamaForCausalLM {
         let f = self.forward(
             ids_tensor(&[token], &self.device()),
             start,
-            Some(&past),
+            Some(&mut past),
             Rows::Plain,
         );
         Self::extend_cache(cache, f.new_kv);

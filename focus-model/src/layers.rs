@@ -33,11 +33,34 @@ impl LayerKv {
         self.len() == 0
     }
 
-    /// Appends `other` along the sequence axis, in this cache's float type.
+    /// Appends `other` along the sequence axis, in this cache's float type (on the CPU
+    /// backend in place where the cache has spare rows, [`crate::cpu::kv`]).
     pub fn append(&mut self, other: LayerKv) {
         let dtype = self.k.dtype();
-        self.k = Tensor::cat(vec![self.k.clone(), other.k.cast(dtype)], 2);
-        self.v = Tensor::cat(vec![self.v.clone(), other.v.cast(dtype)], 2);
+        let (k, v) = (other.k.cast(dtype), other.v.cast(dtype));
+        #[cfg(feature = "flex")]
+        if crate::cpu::kv::serves(&self.k, &k) {
+            // The cache's own tensors, moved out so that nothing else holds their buffers.
+            let empty = || Tensor::<4>::empty([0, 0, 0, 0], &k.device());
+            let past = std::mem::replace(
+                self,
+                Self {
+                    k: empty(),
+                    v: empty(),
+                },
+            );
+            self.k = crate::cpu::kv::append(past.k, k);
+            self.v = crate::cpu::kv::append(past.v, v);
+            return;
+        }
+        self.k = Tensor::cat(vec![self.k.clone(), k], 2);
+        self.v = Tensor::cat(vec![self.v.clone(), v], 2);
+    }
+
+    /// Keeps the first `len` positions (no copy: the rest become spare rows).
+    pub fn truncate(&mut self, len: usize) {
+        self.k = self.k.clone().narrow(2, 0, len);
+        self.v = self.v.clone().narrow(2, 0, len);
     }
 
     /// The keys and values in `dtype` (no copy when they are in it already).
@@ -173,14 +196,15 @@ impl Attention {
     /// - x: `[batch, T, hidden]` (already normalised)
     /// - cos, sin: `[T, head_dim]` for the rows' positions
     /// - past: keys/values `[batch, kv_heads, P, head_dim]`; row i attends to all of
-    ///   them and to rows `0..=i` (causal, aligned at the end)
+    ///   them and to rows `0..=i` (causal, aligned at the end); the new rows are appended
+    ///   to it (`P + T` positions after the call)
     /// - output: `[batch, T, hidden]`, and the new rows' keys/values
     pub fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<2>,
         sin: &Tensor<2>,
-        past: Option<&LayerKv>,
+        past: Option<&mut LayerKv>,
         rows: Rows,
     ) -> (Tensor<3>, NewKv) {
         let [b, t, _] = x.dims();
@@ -209,13 +233,22 @@ impl Attention {
         let cand_k = cand_k.map(|y| y.reshape([b, 1, hkv, hd]).swap_dims(1, 2));
 
         let (k_all, v_all) = match past {
-            // A cache kept in another float type (compact chunk caches) is read in the
-            // computation's.
-            Some(p) if !p.is_empty() => (
-                Tensor::cat(vec![p.k.clone().cast(k_rot.dtype()), k_rot.clone()], 2),
-                Tensor::cat(vec![p.v.clone().cast(v.dtype()), v.clone()], 2),
-            ),
-            _ => (k_rot.clone(), v.clone()),
+            Some(p) => {
+                // A cache kept in another float type (compact chunk caches) is read in the
+                // computation's, the new rows as computed.
+                let other = (p.k.dtype() != k_rot.dtype()).then(|| {
+                    (
+                        Tensor::cat(vec![p.k.clone().cast(k_rot.dtype()), k_rot.clone()], 2),
+                        Tensor::cat(vec![p.v.clone().cast(v.dtype()), v.clone()], 2),
+                    )
+                });
+                p.append(LayerKv {
+                    k: k_rot.clone(),
+                    v: v.clone(),
+                });
+                other.unwrap_or_else(|| (p.k.clone(), p.v.clone()))
+            }
+            None => (k_rot.clone(), v.clone()),
         };
         let o_cand = cand.as_ref().map(|c| &c[3]);
         #[cfg(feature = "flex")]
@@ -315,7 +348,7 @@ impl DecoderLayer {
         x: Tensor<3>,
         cos: &Tensor<2>,
         sin: &Tensor<2>,
-        past: Option<&LayerKv>,
+        past: Option<&mut LayerKv>,
         rows: Rows,
     ) -> (Tensor<3>, NewKv) {
         let (a, kv) = self.self_attn.forward(

@@ -112,17 +112,19 @@ impl LlamaForCausalLM {
 
     /// Runs the decoder on `ids` placed at positions `start..start + T`, after `past`.
     ///
-    /// Every row attends to all `past` positions and causally to the rows before it.
+    /// Every row attends to all `past` positions and causally to the rows before it; `past`
+    /// then holds the new rows too.
     ///
     /// # Shapes
     /// - ids: `[batch, T]`
-    /// - past: per layer `[batch, kv_heads, P, head_dim]` (keys already rotated)
+    /// - past: per layer `[batch, kv_heads, P, head_dim]` (keys already rotated), then
+    ///   `P + T` positions
     /// - output: hidden `[batch, T, hidden]` and per-layer new keys/values
     pub fn forward(
         &self,
         ids: Tensor<2, Int>,
         start: usize,
-        past: Option<&[LayerKv]>,
+        past: Option<&mut [LayerKv]>,
         rows: Rows,
     ) -> Forward {
         let x = self.model.embed_tokens.forward(ids);
@@ -134,14 +136,15 @@ impl LlamaForCausalLM {
         &self,
         mut x: Tensor<3>,
         start: usize,
-        past: Option<&[LayerKv]>,
+        mut past: Option<&mut [LayerKv]>,
         rows: Rows,
     ) -> Forward {
         let t = x.dims()[1];
         let (cos, sin) = self.rope.tables(start, t, &x.device());
         let mut new_kv = Vec::with_capacity(self.model.layers.len());
         for (i, layer) in self.model.layers.iter().enumerate() {
-            let (y, kv) = layer.forward(x, &cos, &sin, past.map(|p| &p[i]), rows);
+            let past = past.as_deref_mut().map(|p| &mut p[i]);
+            let (y, kv) = layer.forward(x, &cos, &sin, past, rows);
             x = y;
             new_kv.push(kv);
         }
@@ -191,14 +194,14 @@ impl LlamaForCausalLM {
 
     /// Feeds one token after `cache` (which grows by one position); returns `[1, vocab]` logits.
     pub fn step(&self, cache: &mut KvCache, token: u32) -> Tensor<2> {
-        let start = cache.first().map_or(0, LayerKv::len);
-        let f = self.forward(
-            ids_tensor(&[token], &self.device()),
-            start,
-            Some(cache),
-            Rows::Plain,
-        );
-        Self::extend_cache(cache, f.new_kv);
+        let ids = ids_tensor(&[token], &self.device());
+        if cache.is_empty() {
+            let f = self.forward(ids, 0, None, Rows::Plain);
+            Self::extend_cache(cache, f.new_kv);
+            return self.last_logits(f.hidden);
+        }
+        let start = cache[0].len();
+        let f = self.forward(ids, start, Some(cache), Rows::Plain);
         self.last_logits(f.hidden)
     }
 

@@ -319,32 +319,23 @@ pub fn example_loss_with(
         let mut tail = plan.prompt.clone();
         tail.extend_from_slice(&fed[..d + k - 1]);
         let frozen_tail = &tail[..tail.len() - 1];
-        let kv: Vec<LayerKv> = if frozen_tail.is_empty() {
-            chunk_kv
-        } else {
+        let mut kv = chunk_kv;
+        if !frozen_tail.is_empty() {
             let rows = vec![frozen_tail.to_vec(); batch.len()];
             work.prompt_tokens += frozen_tail.len() * batch.len();
-            let f = frozen.forward(
+            frozen.forward(
                 flat_ids(&rows, &frozen.device()),
                 s,
-                Some(&chunk_kv),
+                Some(&mut kv),
                 Rows::Plain,
             );
-            chunk_kv
-                .into_iter()
-                .zip(f.new_kv)
-                .map(|(mut c, n)| {
-                    c.append(LayerKv { k: n.k_rot, v: n.v });
-                    c
-                })
-                .collect()
-        };
+        }
         frozen_time += frozen_start.elapsed();
         for (t, step) in cands.iter_mut().enumerate() {
             // The candidate of decoding step d + t is tail[p + d + t] (p + 1 = prompt
             // rows), at position s + p + d + t, after the frozen rows before it.
             let at = plan.prompt.len() - 1 + d + t;
-            let past: Vec<LayerKv> = kv
+            let mut past: Vec<LayerKv> = kv
                 .iter()
                 .map(|l| {
                     let (k, v) = (
@@ -363,7 +354,7 @@ pub fn example_loss_with(
                 .collect();
             let ids = ids_tensor(&vec![tail[at]; batch.len()], &device).reshape([batch.len(), 1]);
             work.candidate_rows += batch.len();
-            let f = model.forward(ids, s + at, Some(&past), Rows::LastIsCandidate);
+            let f = model.forward(ids, s + at, Some(&mut past), Rows::LastIsCandidate);
             step.push(Candidates(
                 f.new_kv
                     .into_iter()

@@ -1,13 +1,15 @@
 //! The CPU kernels (`focus_model::cpu`) against f64 references written from their
 //! definitions, and against the burn operations they replace.
 
+use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::silu;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, module};
 use focus_model::cpu::attention::{self, Dims};
-use focus_model::cpu::{applies, exp_neg, gemv, swiglu};
+use focus_model::cpu::{applies, exp_neg, gemv, kv, swiglu};
+use focus_model::layers::LayerKv;
 use focus_model::layers::repeat_kv;
 use focus_tests::{max_abs_diff, values};
 use rand::rngs::StdRng;
@@ -236,4 +238,110 @@ fn the_few_row_product_equals_its_definition_in_both_weight_layouts() {
     let strided = Tensor::<2>::random([8, 16], Distribution::Default, &device).narrow(1, 0, 8);
     assert!(gemv::product(&x, &strided).is_none());
     assert!(gemv::product(&x, &w).is_some());
+}
+
+/// The buffer behind a CPU tensor (its address), to tell a write in place from a copy.
+fn buffer(x: &Tensor<4>) -> *const u8 {
+    let primitive = x
+        .clone()
+        .try_into_primitive::<Flex>()
+        .expect("a CPU tensor");
+    primitive.bytes().as_ptr()
+}
+
+#[test]
+fn a_cache_grows_in_place_to_what_cat_gives_and_never_writes_a_shared_buffer() {
+    let device = Device::flex();
+    for dtype in [DType::F32, DType::BF16] {
+        let rows = |t: usize| {
+            Tensor::<4>::random([2, 3, t, 8], Distribution::Normal(0.0, 1.0), &device).cast(dtype)
+        };
+        let first = rows(5);
+        let kept = values(first.clone());
+        // `first` is still held, so the first append copies; the later ones write in place
+        // (the spare rows are 64).
+        let (mut cache, mut want) = (first.clone(), first.clone());
+        assert!(kv::serves(&cache, &rows(1)));
+        for (i, t) in [1, 3, 1, 60].into_iter().enumerate() {
+            let new = rows(t);
+            want = Tensor::cat(vec![want, new.clone()], 2);
+            let before = buffer(&cache);
+            cache = kv::append(cache, new);
+            assert_eq!(buffer(&cache) == before, i > 0, "{dtype:?}: append {i}");
+        }
+        assert_eq!(values(cache.clone()), values(want.clone()), "{dtype:?}");
+        assert_eq!(values(first), kept, "{dtype:?}: the shared first rows");
+        // Past the spare rows: a new buffer, the same values.
+        let new = rows(1);
+        want = Tensor::cat(vec![want, new.clone()], 2);
+        let before = buffer(&cache);
+        cache = kv::append(cache, new);
+        assert_ne!(buffer(&cache), before);
+        assert_eq!(values(cache.clone()), values(want.clone()), "{dtype:?}");
+        // A view another tensor holds is copied, and the holder keeps its values.
+        let held = cache.clone();
+        let grown = kv::append(cache, rows(1));
+        assert_ne!(buffer(&grown), buffer(&held));
+        assert_eq!(values(held), values(want), "{dtype:?}: the held view");
+    }
+    assert!(!kv::serves(
+        &Tensor::<4>::zeros([1, 1, 1, 8], &device).autodiff(),
+        &Tensor::<4>::zeros([1, 1, 1, 8], &device).autodiff()
+    ));
+}
+
+#[test]
+fn a_truncated_cache_appends_over_its_dropped_rows() {
+    let device = Device::flex();
+    let rows = |t: usize| Tensor::<4>::random([3, 3, t, 16], Distribution::Default, &device);
+    let mut cache = LayerKv {
+        k: rows(10),
+        v: rows(10),
+    };
+    cache.append(LayerKv {
+        k: rows(2),
+        v: rows(2),
+    });
+    let (k10, v10) = (
+        cache.k.clone().narrow(2, 0, 11),
+        cache.v.clone().narrow(2, 0, 11),
+    );
+    let (k10, v10) = (values(k10), values(v10));
+    cache.truncate(11);
+    let (k, v) = (rows(1), rows(1));
+    let before = buffer(&cache.k);
+    cache.append(LayerKv {
+        k: k.clone(),
+        v: v.clone(),
+    });
+    assert_eq!(buffer(&cache.k), before, "written in place");
+    let want = |kept: Vec<f32>, new: Tensor<4>| {
+        let kept = Tensor::<4>::from_data(TensorData::new(kept, [3, 3, 11, 16]), &device);
+        values(Tensor::cat(vec![kept, new], 2))
+    };
+    assert_eq!(values(cache.k), want(k10, k));
+    assert_eq!(values(cache.v), want(v10, v));
+}
+
+#[test]
+fn the_kernel_reads_a_cache_where_it_lies() {
+    let device = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (b, h, hkv, d) = (2, 9, 3, 64);
+    let rows = |t: usize| Tensor::<4>::random([b, hkv, t, d], normal, &device);
+    // A cache of 300 positions in a buffer with spare rows (and a copy laid out densely).
+    let (k, v) = (
+        kv::append(rows(299), rows(1)),
+        kv::append(rows(299), rows(1)),
+    );
+    let dense = |x: &Tensor<4>| Tensor::<4>::from_data(x.to_data(), &device);
+    let (k_dense, v_dense) = (dense(&k), dense(&v));
+    assert_ne!(buffer(&k), buffer(&k_dense));
+    for t in [1, 70] {
+        let q = Tensor::<4>::random([b, h, t, d], normal, &device);
+        let got = attention::attention(q.clone(), k.clone(), v.clone());
+        let want = attention::attention(q, k_dense.clone(), v_dense.clone());
+        // The same kernel on the same numbers: equal, bit for bit.
+        assert_eq!(values(got), values(want), "{t} rows");
+    }
 }

@@ -1,7 +1,8 @@
 //! One integration-test binary (linking burn once).
 //!
 //! - `chat`: chat templates against Jinja2.
-//! - `cpu_kernels`: the CPU kernels (attention, the SwiGLU gate) against their definitions and burn.
+//! - `cpu_kernels`: the CPU kernels (attention, the SwiGLU gate, few-row products) against their
+//!   definitions and burn, and caches that grow in place.
 //! - `parity_tiny`: a seeded random GQA Llama against transformers, layer by layer.
 //! - `parity_smollm2`: the real default model (GGUF) against transformers.
 //! - `gguf`: dequantisation against gguf-py, and malformed files.

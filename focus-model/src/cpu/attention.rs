@@ -18,6 +18,8 @@
 //! `tests/tests/cpu_kernels.rs` (against an f64 reference and against burn's attention) and
 //! every parity and fidelity test of the model, whose tolerances do not change.
 
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
@@ -57,17 +59,96 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
         keys,
         head_dim,
     };
-    let data = |x: Tensor<4>| x.into_data().try_into_vec::<f32>().expect("f32 tensor");
-    let out = attend(&data(q), &data(k), &data(v), dims);
+    let q = q.into_data().try_into_vec::<f32>().expect("f32 tensor");
+    // Keys and values are read where they lie (a cache's view of a longer buffer,
+    // crate::cpu::kv), not copied.
+    let (k, v) = (Borrowed::new(k), Borrowed::new(v));
+    let out = attend_in(&q, k.heads(), v.heads(), dims);
     Tensor::from_data(
         TensorData::new(out, [batch, rows, heads * head_dim]),
         &device,
     )
 }
 
+/// A `[b, h_kv, s, d]` tensor's buffer, borrowed, with its rows of `d` contiguous.
+#[derive(Debug)]
+struct Borrowed {
+    tensor: FlexTensor,
+}
+
+impl Borrowed {
+    fn new(x: Tensor<4>) -> Self {
+        let d = x.dims()[3] as isize;
+        let tensor = x
+            .try_into_primitive::<Flex>()
+            .expect("a tensor on the CPU backend");
+        let strides = tensor.layout().strides();
+        let rows = strides[3] == 1 && strides[2] == d && strides[0] >= 0 && strides[1] >= 0;
+        Self {
+            tensor: if rows { tensor } else { tensor.to_contiguous() },
+        }
+    }
+
+    fn heads(&self) -> Heads<'_> {
+        let layout = self.tensor.layout();
+        let s = layout.strides();
+        Heads {
+            data: self.tensor.storage::<f32>(),
+            start: layout.start_offset(),
+            batch: s[0] as usize,
+            head: s[1] as usize,
+        }
+    }
+}
+
+/// Keys or values `[b, h_kv, s, d]` in a buffer: head `h` of batch `b` is the `s · d`
+/// elements from `start + b · batch + h · head`.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads<'a> {
+    pub data: &'a [f32],
+    pub start: usize,
+    pub batch: usize,
+    pub head: usize,
+}
+
+impl<'a> Heads<'a> {
+    /// A row-major `[b, h_kv, s, d]` slice.
+    pub fn contiguous(data: &'a [f32], dims: Dims) -> Self {
+        let head = dims.keys * dims.head_dim;
+        Self {
+            data,
+            start: 0,
+            batch: dims.kv_heads * head,
+            head,
+        }
+    }
+
+    /// The keys or values of key/value head `h` of batch `b`.
+    fn of(self, b: usize, h: usize, dims: Dims) -> &'a [f32] {
+        let at = self.start + b * self.batch + h * self.head;
+        &self.data[at..at + dims.keys * dims.head_dim]
+    }
+}
+
 /// [`attention`] on slices: `q` `[b, h, t, d]`, `k` and `v` `[b, h_kv, s, d]`, row-major;
 /// returns `[b, t, h, d]`.
 pub fn attend(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
+    assert_eq!(
+        k.len(),
+        dims.batch * dims.kv_heads * dims.keys * dims.head_dim,
+        "keys of {dims:?}"
+    );
+    assert_eq!(v.len(), k.len(), "values of {dims:?}");
+    attend_in(
+        q,
+        Heads::contiguous(k, dims),
+        Heads::contiguous(v, dims),
+        dims,
+    )
+}
+
+/// [`attend`] with keys and values wherever their heads lie.
+pub fn attend_in(q: &[f32], k: Heads<'_>, v: Heads<'_>, dims: Dims) -> Vec<f32> {
     let Dims {
         batch,
         heads,
@@ -81,8 +162,6 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
         "attention shapes: {dims:?}"
     );
     assert_eq!(q.len(), batch * heads * rows * d, "queries of {dims:?}");
-    assert_eq!(k.len(), batch * kv_heads * keys * d, "keys of {dims:?}");
-    assert_eq!(v.len(), k.len(), "values of {dims:?}");
     let blocks = rows.div_ceil(ROWS);
     let tasks = batch * heads * blocks;
     let groups = heads / kv_heads;
@@ -96,11 +175,10 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> Vec<f32> {
             let r0 = block * ROWS;
             let r1 = (r0 + ROWS).min(rows);
             let q_at = (bh * rows + r0) * d;
-            let kv_at = (b * kv_heads + h / groups) * keys * d;
             let task = Task {
                 q: &q[q_at..q_at + (r1 - r0) * d],
-                k: &k[kv_at..kv_at + keys * d],
-                v: &v[kv_at..kv_at + keys * d],
+                k: k.of(b, h / groups, dims),
+                v: v.of(b, h / groups, dims),
                 first_row: r0,
                 offset: keys - rows,
                 head_dim: d,
