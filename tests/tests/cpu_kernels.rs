@@ -258,11 +258,11 @@ fn a_cache_grows_in_place_to_what_cat_gives_and_never_writes_a_shared_buffer() {
         };
         let first = rows(5);
         let kept = values(first.clone());
-        // `first` is still held, so the first append copies; the later ones write in place
-        // (the spare rows are 64).
+        // `first` is still held, so the first append copies (a decoding step's: with 16 spare
+        // rows); the later ones write in place, up to 22 rows.
         let (mut cache, mut want) = (first.clone(), first.clone());
         assert!(kv::serves(&cache, &rows(1)));
-        for (i, t) in [1, 3, 1, 60].into_iter().enumerate() {
+        for (i, t) in [1, 3, 1, 12].into_iter().enumerate() {
             let new = rows(t);
             want = Tensor::cat(vec![want, new.clone()], 2);
             let before = buffer(&cache);
@@ -283,6 +283,10 @@ fn a_cache_grows_in_place_to_what_cat_gives_and_never_writes_a_shared_buffer() {
         let grown = kv::append(cache, rows(1));
         assert_ne!(buffer(&grown), buffer(&held));
         assert_eq!(values(held), values(want), "{dtype:?}: the held view");
+        // A longer append (a prompt's rows) gets no spare rows: the next step copies.
+        let prompt = kv::append(rows(5), rows(kv::STEP_ROWS + 1));
+        let before = buffer(&prompt);
+        assert_ne!(buffer(&kv::append(prompt, rows(1))), before);
     }
     assert!(!kv::serves(
         &Tensor::<4>::zeros([1, 1, 1, 8], &device).autodiff(),

@@ -6,18 +6,25 @@
 //! chunk caches' gigabytes). Here a cache is a view `[b, h, len, d]` of a buffer
 //! `[b, h, cap, d]`: the rows `len..cap` of every head are spare. Appending `t` rows writes
 //! them into the spare rows when there are `t` of them and no other tensor shares the buffer;
-//! otherwise it copies once into a new buffer with [`SPARE`] spare rows. A shared buffer (a
-//! chunk cache also kept by the chunk memory, a view another tensor still holds) is never
-//! written. The values are those `cat` gives: only where they are stored differs.
+//! otherwise it copies once into a new buffer, with [`SPARE`] spare rows after a decoding
+//! step. A shared buffer (a chunk cache also kept by the chunk memory, a view another tensor
+//! still holds) is never written. The values are those `cat` gives: only where they are
+//! stored differs.
 
 use burn::backend::Flex;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::prelude::*;
 use burn::tensor::{DType, Element, Shape, TensorData, bf16, f16};
 
-/// Spare rows a cache gets when it moves to a new buffer: a new buffer every 64 decoding
-/// steps, each copying the cache once, for 64/`len` more memory.
-pub const SPARE: usize = 64;
+/// Spare rows a cache gets when a decoding step (an append of at most [`STEP_ROWS`] rows)
+/// moves it to a new buffer: a copy of the cache every 16 steps in place of two at every
+/// step, for 16/`len` more memory (FocusLLM's chunk caches hold about 640 rows at `S = 512`).
+/// Larger appends (a prompt, the dynamic prompts after the chunks) get none, so that a
+/// prefill's peak memory does not grow.
+pub const SPARE: usize = 16;
+
+/// The most rows an append may have to be given spare rows.
+pub const STEP_ROWS: usize = 4;
 
 /// Whether [`append`] serves these tensors: the CPU backend outside autodiff, one float
 /// type of f32, f16 and bf16, and shapes `[b, h, _, d]` that agree.
@@ -82,7 +89,7 @@ fn grow<E: Element + bytemuck::Pod>(
     };
     let (old, layout) = (past.storage::<E>(), past.layout());
     let s = layout.strides();
-    let cap = rows + SPARE;
+    let cap = rows + if t <= STEP_ROWS { SPARE } else { 0 };
     let mut buffer = vec![E::zeroed(); b * h * cap * d];
     for (bh, head) in buffer.chunks_exact_mut(cap * d).enumerate() {
         let from =
