@@ -327,6 +327,40 @@ fn ppl_reports_every_mode() {
         json(&std::fs::read_to_string(&out_json).expect("json file")),
         v
     );
+    // FocusLLM against the window, token by token: recomputed here from the scored tokens.
+    let nll = |r: &serde_json::Value| -> Vec<f64> {
+        r["windows"]
+            .as_array()
+            .expect("windows")
+            .iter()
+            .flat_map(|w| w["nll"].as_array().expect("nll").clone())
+            .map(|x| x.as_f64().expect("nll"))
+            .collect()
+    };
+    let d: Vec<f64> = nll(&results[0])
+        .iter()
+        .zip(nll(&results[1]))
+        .map(|(a, b)| a - b)
+        .collect();
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let se = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+    let diff = &v["entries"][0]["differences"][0];
+    assert_eq!(
+        (diff["mode"].as_str(), diff["against"].as_str()),
+        (Some("focus"), Some("truncated"))
+    );
+    assert_eq!(diff["tokens"], 16);
+    // The report sums the f32 scores in f64; here they are read back from the JSON's
+    // shortest decimal forms, which differ from the f32 values by up to half an f32 unit
+    // (about 3e-8 relative). Observed: 4.4e-8 for the mean, 1.4e-8 for the standard error.
+    let (e_mean, e_se) = (
+        (diff["nats_per_token"].as_f64().expect("mean") - mean).abs(),
+        (diff["standard_error"].as_f64().expect("se") - se).abs(),
+    );
+    eprintln!("ppl difference: mean off by {e_mean:e}, standard error by {e_se:e}");
+    assert!(e_mean < 1e-6 && e_se < 1e-6, "{diff}: {e_mean:e}, {e_se:e}");
+    assert!(se > 0.0);
     let llama = json(&ok(&[
         "-q",
         "ppl",

@@ -75,6 +75,64 @@ pub struct Perplexity {
     pub windows: Vec<Window>,
 }
 
+/// How much one reading's scored tokens cost against another's on the same tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Difference {
+    /// The first reading's name.
+    pub mode: &'static str,
+    /// The reading it is compared with.
+    pub against: &'static str,
+    /// Mean NLL difference (first − second), nats per token.
+    pub nats_per_token: f64,
+    /// Standard error of that mean over the scored tokens (sample standard deviation of the
+    /// token differences / √tokens). Tokens of one window are not independent, so it is a
+    /// guide to the noise, not an exact interval.
+    pub standard_error: f64,
+    /// Scored tokens compared.
+    pub tokens: usize,
+}
+
+impl Difference {
+    /// The token-by-token difference of `a` against `b`, or `None` unless they scored the
+    /// same number of tokens in the same windows (at least two).
+    pub fn of(
+        a: &Perplexity,
+        b: &Perplexity,
+        mode: &'static str,
+        against: &'static str,
+    ) -> Option<Self> {
+        let same = a.windows.len() == b.windows.len()
+            && a.windows
+                .iter()
+                .zip(&b.windows)
+                .all(|(x, y)| (x.start, x.end, x.nll.len()) == (y.start, y.end, y.nll.len()));
+        let d: Vec<f64> = a
+            .windows
+            .iter()
+            .zip(&b.windows)
+            .flat_map(|(x, y)| {
+                x.nll
+                    .iter()
+                    .zip(&y.nll)
+                    .map(|(&p, &q)| f64::from(p) - f64::from(q))
+            })
+            .collect();
+        if !same || d.len() < 2 {
+            return None;
+        }
+        let n = d.len() as f64;
+        let mean = d.iter().sum::<f64>() / n;
+        let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        Some(Self {
+            mode,
+            against,
+            nats_per_token: mean,
+            standard_error: (var / n).sqrt(),
+            tokens: d.len(),
+        })
+    }
+}
+
 /// Window ranges of the FocusLLM protocol over a document of `n` tokens: windows of
 /// `length − 1` document tokens starting every `stride` tokens, the last `max_windows`
 /// kept; one window covering the whole document when it is shorter.

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use focus_eval::ppl::{Perplexity, Protocol, perplexity};
+use focus_eval::ppl::{Difference, Perplexity, Protocol, perplexity};
 use serde::Serialize;
 
 use crate::args::Format;
@@ -68,6 +68,8 @@ struct Entry {
     results: Vec<Perplexity>,
     /// Modes skipped because the windows do not fit the model.
     skipped: Vec<String>,
+    /// FocusLLM against the truncated window, token by token, where both ran.
+    differences: Vec<Difference>,
 }
 
 #[derive(Serialize)]
@@ -158,10 +160,16 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                 }
                 results.push(r);
             }
+            let find = |m: &str| results.iter().find(|r| r.mode == m);
+            let differences = match (find("focus"), find("truncated")) {
+                (Some(a), Some(b)) => Difference::of(a, b, "focus", "truncated"),
+                _ => None,
+            };
             entries.push(Entry {
                 file: name.clone(),
                 document_tokens: doc.len(),
                 length,
+                differences: differences.into_iter().collect(),
                 results,
                 skipped,
             });
@@ -202,6 +210,26 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
                     }
                 }
                 writeln!(out)?;
+            }
+            if report.entries.iter().any(|e| !e.differences.is_empty()) {
+                writeln!(out)?;
+            }
+            for e in &report.entries {
+                for d in &e.differences {
+                    writeln!(
+                        out,
+                        "{} {}: {} − {} = {:+.4} ± {:.4} nats per token ({:+.2} % perplexity; \
+                         standard error over {} tokens)",
+                        e.file,
+                        short_len(e.length),
+                        d.mode,
+                        d.against,
+                        d.nats_per_token,
+                        d.standard_error,
+                        100.0 * d.nats_per_token.exp_m1(),
+                        d.tokens
+                    )?;
+                }
             }
         }
     }
