@@ -76,12 +76,12 @@ pub struct Perplexity {
 }
 
 /// How much one reading's scored tokens cost against another's on the same tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Difference {
     /// The first reading's name.
-    pub mode: &'static str,
+    pub mode: String,
     /// The reading it is compared with.
-    pub against: &'static str,
+    pub against: String,
     /// Mean NLL difference (first − second), nats per token.
     pub nats_per_token: f64,
     /// Standard error of that mean over the scored tokens (sample standard deviation of the
@@ -95,12 +95,7 @@ pub struct Difference {
 impl Difference {
     /// The token-by-token difference of `a` against `b`, or `None` unless they scored the
     /// same number of tokens in the same windows (at least two).
-    pub fn of(
-        a: &Perplexity,
-        b: &Perplexity,
-        mode: &'static str,
-        against: &'static str,
-    ) -> Option<Self> {
+    pub fn of(a: &Perplexity, b: &Perplexity) -> Option<Self> {
         let same = a.windows.len() == b.windows.len()
             && a.windows
                 .iter()
@@ -124,8 +119,8 @@ impl Difference {
         let mean = d.iter().sum::<f64>() / n;
         let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
         Some(Self {
-            mode,
-            against,
+            mode: a.mode.clone(),
+            against: b.mode.clone(),
             nats_per_token: mean,
             standard_error: (var / n).sqrt(),
             tokens: d.len(),

@@ -194,14 +194,13 @@ impl LlamaForCausalLM {
 
     /// Feeds one token after `cache` (which grows by one position); returns `[1, vocab]` logits.
     pub fn step(&self, cache: &mut KvCache, token: u32) -> Tensor<2> {
-        let ids = ids_tensor(&[token], &self.device());
-        if cache.is_empty() {
-            let f = self.forward(ids, 0, None, Rows::Plain);
-            Self::extend_cache(cache, f.new_kv);
-            return self.last_logits(f.hidden);
-        }
-        let start = cache[0].len();
-        let f = self.forward(ids, start, Some(cache), Rows::Plain);
+        let start = cache.first().map_or(0, LayerKv::len);
+        let f = self.forward(
+            ids_tensor(&[token], &self.device()),
+            start,
+            Some(cache),
+            Rows::Plain,
+        );
         self.last_logits(f.hidden)
     }
 

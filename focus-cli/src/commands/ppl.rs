@@ -162,7 +162,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
             }
             let find = |m: &str| results.iter().find(|r| r.mode == m);
             let differences = match (find("focus"), find("truncated")) {
-                (Some(a), Some(b)) => Difference::of(a, b, "focus", "truncated"),
+                (Some(a), Some(b)) => Difference::of(a, b),
                 _ => None,
             };
             entries.push(Entry {
