@@ -124,12 +124,13 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out).with_bias(false).init(device)
 }
 
-/// `x · w` for `w` `[in, out]`: a few rows in f32 on the CPU backend through
-/// [`crate::cpu::gemv`] (decoding), burn's product otherwise.
+/// `x · w` for `w` `[in, out]`: in f32 on the CPU backend through [`crate::cpu::gemv`]
+/// (a few rows: decoding) or [`crate::cpu::gemm`] (more), burn's product otherwise.
 pub(crate) fn times<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Tensor<D> {
     #[cfg(feature = "flex")]
     if crate::cpu::applies(&x)
-        && let Some(y) = crate::cpu::gemv::product(&x, &w)
+        && let Some(y) =
+            crate::cpu::gemv::product(&x, &w).or_else(|| crate::cpu::gemm::product(&x, &w))
     {
         return y;
     }

@@ -8,7 +8,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, module};
 use focus_model::cpu::attention::{self, Dims};
-use focus_model::cpu::{applies, exp_neg, gemv, kv, swiglu};
+use focus_model::cpu::{applies, exp_neg, gemm, gemv, kv, swiglu};
 use focus_model::layers::LayerKv;
 use focus_model::layers::repeat_kv;
 use focus_tests::{max_abs_diff, values};
@@ -174,6 +174,49 @@ fn the_swiglu_gate_equals_its_definition_and_burns() {
         "against the definition: {vs_definition:e}"
     );
     assert!(vs_burn < 1e-6, "against burn: {vs_burn:e}");
+    // A gate that another tensor still holds is not written: the result goes to a copy.
+    let (held, up) = (tensor(&g), tensor(&u));
+    let again = values(swiglu::gate(held.clone(), up));
+    assert_eq!(values(held), g, "the held gate changed");
+    assert_eq!(again, ours, "the copy's result differs");
+}
+
+#[test]
+fn the_many_row_product_equals_burns_bit_for_bit() {
+    let device = Device::flex();
+    let mut rng = StdRng::seed_from_u64(12);
+    // (rows, in, out): a 512-token prefill through SmolLM2's shapes (above burn-flex's
+    // threshold for threads), a few rows more than `gemv` takes (below it), odd widths.
+    for (m, k, n) in [
+        (512, 576, 192),
+        (512, 576, 1536),
+        (512, 1536, 576),
+        (5, 37, 101),
+    ] {
+        let x = Tensor::<2>::from_data(
+            TensorData::new(random((m + 1) * k, &mut rng, 1.0), [m + 1, k]),
+            &device,
+        );
+        // An input that starts inside its buffer (a row view), and both weight layouts.
+        let x = x.narrow(0, 1, m);
+        let w = random(k * n, &mut rng, 1.0);
+        let by_rows = Tensor::<2>::from_data(TensorData::new(w.clone(), [k, n]), &device);
+        let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+        let by_columns = Tensor::<2>::from_data(TensorData::new(wt, [n, k]), &device).transpose();
+        for (form, weights) in [("rows", by_rows), ("columns", by_columns)] {
+            let ours = gemm::product(&x, &weights).expect("a product it takes");
+            let burn = x.clone().matmul(weights);
+            // The same `gemm` call (strides, threads) as burn-flex's two-dimensional product.
+            assert_eq!(values(ours), values(burn), "{m}×{k}×{n}, {form}");
+        }
+    }
+    // Not taken: an input whose rows are not contiguous, another float type.
+    let x = Tensor::<2>::random([8, 6], Distribution::Default, &device);
+    let w = Tensor::<2>::random([8, 8], Distribution::Default, &device);
+    assert!(gemm::product(&x.clone().transpose(), &w).is_none());
+    assert!(gemm::product(&x.clone().transpose(), &w.clone().cast(DType::F16)).is_none());
+    let laid_out = Tensor::<2>::from_data(x.transpose().into_data(), &device);
+    assert!(gemm::product(&laid_out, &w).is_some());
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! Kernels of this crate's own for the CPU backend (burn-flex), in f32 outside autodiff,
 //! where burn-flex's are slow (docs/benchmarks.md has the profile): attention
-//! ([`attention`]), the SwiGLU gate ([`swiglu`]) and decoding's few-row products
-//! ([`gemv`]); and key/value caches that grow in place ([`kv`]). The kernels compute the
+//! ([`attention`]), the SwiGLU gate ([`swiglu`]), decoding's few-row products ([`gemv`])
+//! and the larger products without burn-flex's copy of each output ([`gemm`]); and
+//! key/value caches that grow in place ([`kv`]). The kernels compute the
 //! same functions as the burn operations they replace, vectorise `exp` (burn-flex takes it
 //! one number at a time through the C library), and run on rayon's pool like burn-flex.
 //! Each is used only where [`applies`] holds (the caches: where [`kv::serves`] does);
 //! elsewhere (other backends, reduced precision, training) the burn operations run.
 
 pub mod attention;
+pub mod gemm;
 pub mod gemv;
 pub mod kv;
 pub mod swiglu;
