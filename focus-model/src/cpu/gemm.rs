@@ -3,8 +3,8 @@
 //!
 //! burn-flex hands such a product to the `gemm` crate, but it allocates the output as zeroed
 //! bytes, which cubecl's `Bytes::from_bytes_vec` then copies once more into a buffer of its
-//! own alignment: every output is zeroed and copied before the product writes it (5 % of a
-//! 512-token prefill in `memmove` and 2 % in `memset`, `perf` in docs/benchmarks.md). Here
+//! own alignment: every output is zeroed and copied before the product writes it (3.3 % of
+//! a 512-token prefill in that copy and 1.8 % in the zeroing, `perf` in docs/benchmarks.md). Here
 //! the same `gemm` call (the same strides, the same threshold for using the threads, so the
 //! same blocking and sums) writes into a buffer that becomes the output tensor as it is, and
 //! the input and the weights are read where they lie.
