@@ -107,9 +107,8 @@ pub fn nll(
 pub fn plain_nll(model: &LlamaForCausalLM, ids: &[u32], targets: &[u32]) -> Vec<f32> {
     let device = model.device();
     let n = targets.len();
-    let t = ids.len();
-    let f = model.forward(ids_tensor(ids, &device), 0, None, Rows::Plain);
-    let logits = model.logits(f.hidden.narrow(1, t - n, n));
+    let f = model.forward_last(ids_tensor(ids, &device), 0, None, Rows::Plain, n);
+    let logits = model.logits(f.hidden);
     let logp = burn::tensor::activation::log_softmax(logits, 2);
     let idx = ids_tensor(targets, &device).reshape([1, n, 1]);
     let picked = logp.gather(2, idx).reshape([n]);

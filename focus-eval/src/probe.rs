@@ -85,11 +85,12 @@ fn chunk_reader<'a>(
         if let Some(t) = fed {
             ids.push(t);
         }
-        let f = model.forward(
+        let f = model.forward_last(
             ids_tensor(&ids, &model.device()),
             0,
             None,
             Rows::LastIsCandidate,
+            1,
         );
         model.logits_row(model.last_logits(f.hidden))
     }

@@ -51,10 +51,9 @@ impl CondensingModel for LlamaForCausalLM {
 
     fn chunk_kv(&self, chunks: &[&[u32]]) -> Vec<Vec<LayerKv>> {
         let rows: Vec<Vec<u32>> = chunks.iter().map(|c| c.to_vec()).collect();
-        let f = self.forward(batch_ids(&rows, &self.device()), 0, None, Rows::Plain);
+        let new_kv = self.keys_values(batch_ids(&rows, &self.device()), 0, None, Rows::Plain);
         let dtype = self.chunk_cache_dtype();
-        let layers: Vec<(Tensor<4>, Tensor<4>)> = f
-            .new_kv
+        let layers: Vec<(Tensor<4>, Tensor<4>)> = new_kv
             .into_iter()
             .map(|kv| (kv.k_rot.cast(dtype), kv.v.cast(dtype)))
             .collect();
@@ -84,7 +83,7 @@ impl CondensingModel for LlamaForCausalLM {
         }
         let rest = vec![chunk[keep..].to_vec()];
         // The new rows join the kept ones in their float type: the chunk caches' own.
-        self.forward(
+        self.keys_values(
             batch_ids(&rest, &self.device()),
             keep,
             Some(&mut kept),
@@ -120,14 +119,14 @@ impl CondensingModel for LlamaForCausalLM {
             })
             .collect();
         let rows = vec![prompt.to_vec(); chunks.len()];
-        let f = self.forward(
+        let new_kv = self.keys_values(
             batch_ids(&rows, &self.device()),
             n,
             Some(&mut cache),
             Rows::LastIsCandidate,
         );
-        let mut cands = Vec::with_capacity(f.new_kv.len());
-        for (c, kv) in cache.iter_mut().zip(f.new_kv) {
+        let mut cands = Vec::with_capacity(new_kv.len());
+        for (c, kv) in cache.iter_mut().zip(new_kv) {
             // The cache keeps the prompt's rows but the candidate's.
             c.truncate(n + m - 1);
             cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, m - 1, 1)));
@@ -139,14 +138,14 @@ impl CondensingModel for LlamaForCausalLM {
         let b = cache[0].k.dims()[0];
         let start = cache[0].len();
         let rows = vec![vec![prev, next]; b];
-        let f = self.forward(
+        let new_kv = self.keys_values(
             batch_ids(&rows, &self.device()),
             start,
             Some(cache),
             Rows::LastIsCandidate,
         );
-        let mut cands = Vec::with_capacity(f.new_kv.len());
-        for (c, kv) in cache.iter_mut().zip(f.new_kv) {
+        let mut cands = Vec::with_capacity(new_kv.len());
+        for (c, kv) in cache.iter_mut().zip(new_kv) {
             // The cache keeps the fed token's row, not the candidate's.
             c.truncate(start + 1);
             cands.push((kv.cand_k.expect("candidate rows"), kv.v.narrow(2, 1, 1)));
@@ -157,11 +156,12 @@ impl CondensingModel for LlamaForCausalLM {
     fn local_pass(&self, candidates: &[&Candidates], ids: &[u32]) -> (Tensor<2>, KvCache) {
         let mut past = self.candidate_prefix(candidates);
         let c = past[0].len();
-        let f = self.forward(
+        let f = self.forward_last(
             ids_tensor(ids, &self.device()),
             c,
             Some(&mut past),
             Rows::Plain,
+            1,
         );
         let cache = f
             .new_kv

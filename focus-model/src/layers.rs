@@ -193,13 +193,16 @@ impl Attention {
         }
     }
 
+    /// The keys and values of every row, and the output of the last `out` rows (their
+    /// queries, attention and output projection only; `None` when `out` is 0).
+    ///
     /// # Shapes
     /// - x: `[batch, T, hidden]` (already normalised)
     /// - cos, sin: `[T, head_dim]` for the rows' positions
     /// - past: keys/values `[batch, kv_heads, P, head_dim]`; row i attends to all of
     ///   them and to rows `0..=i` (causal, aligned at the end); the new rows are appended
     ///   to it (`P + T` positions after the call)
-    /// - output: `[batch, T, hidden]`, and the new rows' keys/values
+    /// - output: `[batch, out, hidden]`, and the new rows' keys/values
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -207,8 +210,10 @@ impl Attention {
         sin: &Tensor<2>,
         past: Option<&mut LayerKv>,
         rows: Rows,
-    ) -> (Tensor<3>, NewKv) {
+        out: usize,
+    ) -> (Option<Tensor<3>>, NewKv) {
         let [b, t, _] = x.dims();
+        assert!(out <= t, "{out} output rows of {t}");
         let (h, hkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let cand = match rows {
             Rows::Plain => None,
@@ -217,21 +222,28 @@ impl Attention {
                     .expect("candidate rows need a model with candidate projections"),
             ),
         };
-        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = heads(
-            Self::project(x.clone(), &self.q_proj, cand.as_ref().map(|c| &c[0])).0,
-            h,
-        );
+        let heads = |y: Tensor<3>, n: usize| {
+            let r = y.dims()[1];
+            y.reshape([b, r, n, hd]).swap_dims(1, 2)
+        };
         let (k, cand_k) = Self::project(x.clone(), &self.k_proj, cand.as_ref().map(|c| &c[1]));
         let v = heads(
-            Self::project(x, &self.v_proj, cand.as_ref().map(|c| &c[2])).0,
+            Self::project(x.clone(), &self.v_proj, cand.as_ref().map(|c| &c[2])).0,
             hkv,
         );
-        let q = apply_tables(q, cos, sin);
         let k_rot = apply_tables(heads(k, hkv), cos, sin);
         // The candidate's key before RoPE, as its own small tensor (a view into `k` would
         // keep the whole chunk's keys alive a second time).
         let cand_k = cand_k.map(|y| y.reshape([b, 1, hkv, hd]).swap_dims(1, 2));
+        if out == 0 {
+            if let Some(p) = past {
+                p.append(LayerKv {
+                    k: k_rot.clone(),
+                    v: v.clone(),
+                });
+            }
+            return (None, NewKv { k_rot, v, cand_k });
+        }
 
         let (k_all, v_all) = match past {
             Some(p) => {
@@ -251,12 +263,26 @@ impl Attention {
             }
             None => (k_rot.clone(), v.clone()),
         };
+        let new_kv = NewKv { k_rot, v, cand_k };
+        // Queries only for the rows whose output is read, the last `out`, at their positions;
+        // from here on `t` counts those rows.
+        let last = |y: Tensor<2>| y.narrow(0, t - out, out);
+        let x = if out == t {
+            x
+        } else {
+            x.narrow(1, t - out, out)
+        };
+        let q = heads(
+            Self::project(x, &self.q_proj, cand.as_ref().map(|c| &c[0])).0,
+            h,
+        );
+        let q = apply_tables(q, &last(cos.clone()), &last(sin.clone()));
+        let t = out;
         let o_cand = cand.as_ref().map(|c| &c[3]);
         #[cfg(feature = "flex")]
         if crate::cpu::applies(&q) {
             let out = crate::cpu::attention::attention(q, k_all, v_all);
-            let out = Self::project(out, &self.o_proj, o_cand).0;
-            return (out, NewKv { k_rot, v, cand_k });
+            return (Some(Self::project(out, &self.o_proj, o_cand).0), new_kv);
         }
         let groups = h / hkv;
         // A single row sees every key, so it needs no mask, and the query heads that share
@@ -276,8 +302,7 @@ impl Attention {
         };
         let out = attention(q, k_all, v_all, None, None, options).reshape([b, h, t, hd]);
         let out = out.swap_dims(1, 2).reshape([b, t, h * hd]);
-        let out = Self::project(out, &self.o_proj, o_cand).0;
-        (out, NewKv { k_rot, v, cand_k })
+        (Some(Self::project(out, &self.o_proj, o_cand).0), new_kv)
     }
 }
 
@@ -342,6 +367,8 @@ impl DecoderLayer {
         }
     }
 
+    /// The layer on every row.
+    ///
     /// # Shapes
     /// - x: `[batch, T, hidden]` -> `[batch, T, hidden]`
     pub fn forward(
@@ -352,15 +379,45 @@ impl DecoderLayer {
         past: Option<&mut LayerKv>,
         rows: Rows,
     ) -> (Tensor<3>, NewKv) {
+        let t = x.dims()[1];
+        let (y, kv) = self.forward_last(x, cos, sin, past, rows, t);
+        (y.expect("every row's output"), kv)
+    }
+
+    /// The keys and values of every row, and the output of the last `out` rows only
+    /// (`None` when `out` is 0): what a last layer owes when only some rows are read after
+    /// it (a prefill's last row, a chunk's keys and values).
+    ///
+    /// # Shapes
+    /// - x: `[batch, T, hidden]` -> `[batch, out, hidden]`
+    pub fn forward_last(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        past: Option<&mut LayerKv>,
+        rows: Rows,
+        out: usize,
+    ) -> (Option<Tensor<3>>, NewKv) {
+        let t = x.dims()[1];
         let (a, kv) = self.self_attn.forward(
             self.input_layernorm.forward(x.clone()),
             cos,
             sin,
             past,
             rows,
+            out,
         );
+        let Some(a) = a else {
+            return (None, kv);
+        };
+        let x = if out == t {
+            x
+        } else {
+            x.narrow(1, t - out, out)
+        };
         let x = x + a;
         let x = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
-        (x, kv)
+        (Some(x), kv)
     }
 }

@@ -38,7 +38,8 @@ pub type KvCache = Vec<LayerKv>;
 /// The result of one forward call.
 #[derive(Debug, Clone)]
 pub struct Forward {
-    /// Final hidden states after the last norm, `[batch, T, hidden]`.
+    /// Final hidden states after the last norm of the rows read, `[batch, n, hidden]` (the
+    /// last `n` of `T`; all of them from [`LlamaForCausalLM::forward`]).
     pub hidden: Tensor<3>,
     /// Per layer, the new rows' keys and values.
     pub new_kv: Vec<NewKv>,
@@ -127,31 +128,73 @@ impl LlamaForCausalLM {
         past: Option<&mut [LayerKv]>,
         rows: Rows,
     ) -> Forward {
-        let x = self.model.embed_tokens.forward(ids);
-        self.forward_embedded(x, start, past, rows)
+        let t = ids.dims()[1];
+        self.forward_last(ids, start, past, rows, t)
     }
 
-    /// [`forward`](Self::forward) from embeddings `[batch, T, hidden]`.
-    pub fn forward_embedded(
+    /// [`forward`](Self::forward) for a caller that reads the final hidden states of the
+    /// last `n` rows only (`1 ≤ n ≤ T`; a prefill's last row, the scored rows of a window):
+    /// the last layer computes every row's keys and values, but the queries, attention and
+    /// MLP of those `n` rows alone.
+    ///
+    /// # Shapes
+    /// - output: hidden `[batch, n, hidden]`, per-layer new keys/values of all `T` rows
+    pub fn forward_last(
         &self,
-        mut x: Tensor<3>,
+        ids: Tensor<2, Int>,
+        start: usize,
+        past: Option<&mut [LayerKv]>,
+        rows: Rows,
+        n: usize,
+    ) -> Forward {
+        assert!(n > 0, "a forward call returns at least one row");
+        let (hidden, new_kv) = self.run(ids, start, past, rows, n);
+        Forward {
+            hidden: hidden.expect("n > 0 rows"),
+            new_kv,
+        }
+    }
+
+    /// [`forward`](Self::forward) for the keys and values alone (a chunk's, its prompt
+    /// rows'): the last layer computes no queries, attention or MLP.
+    pub fn keys_values(
+        &self,
+        ids: Tensor<2, Int>,
+        start: usize,
+        past: Option<&mut [LayerKv]>,
+        rows: Rows,
+    ) -> Vec<NewKv> {
+        self.run(ids, start, past, rows, 0).1
+    }
+
+    /// The decoder on `ids`, every layer on every row but the last, which computes the
+    /// output of the last `out` rows only (none when `out` is 0); the final norm of those.
+    fn run(
+        &self,
+        ids: Tensor<2, Int>,
         start: usize,
         mut past: Option<&mut [LayerKv]>,
         rows: Rows,
-    ) -> Forward {
-        let t = x.dims()[1];
-        let (cos, sin) = self.rope.tables(start, t, &x.device());
-        let mut new_kv = Vec::with_capacity(self.model.layers.len());
-        for (i, layer) in self.model.layers.iter().enumerate() {
+        out: usize,
+    ) -> (Option<Tensor<3>>, Vec<NewKv>) {
+        let mut x = self.model.embed_tokens.forward(ids);
+        let (cos, sin) = self.rope.tables(start, x.dims()[1], &x.device());
+        let (last, body) = self
+            .model
+            .layers
+            .split_last()
+            .expect("a decoder has layers (the configuration is checked for it)");
+        let mut new_kv = Vec::with_capacity(body.len() + 1);
+        for (i, layer) in body.iter().enumerate() {
             let past = past.as_deref_mut().map(|p| &mut p[i]);
             let (y, kv) = layer.forward(x, &cos, &sin, past, rows);
             x = y;
             new_kv.push(kv);
         }
-        Forward {
-            hidden: self.model.norm.forward(x),
-            new_kv,
-        }
+        let past = past.map(|p| &mut p[body.len()]);
+        let (y, kv) = last.forward_last(x, &cos, &sin, past, rows, out);
+        new_kv.push(kv);
+        (y.map(|y| self.model.norm.forward(y)), new_kv)
     }
 
     /// Logits of hidden states.
@@ -185,7 +228,7 @@ impl LlamaForCausalLM {
 
     /// Runs a whole prompt and returns the last row's logits `[1, vocab]` and the KV cache.
     pub fn prefill(&self, ids: &[u32]) -> (Tensor<2>, KvCache) {
-        let f = self.forward(ids_tensor(ids, &self.device()), 0, None, Rows::Plain);
+        let f = self.forward_last(ids_tensor(ids, &self.device()), 0, None, Rows::Plain, 1);
         let logits = self.last_logits(f.hidden);
         let mut cache = KvCache::new();
         Self::extend_cache(&mut cache, f.new_kv);

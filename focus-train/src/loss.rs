@@ -140,9 +140,9 @@ impl ChunkKvCache {
 /// The frozen model's log-probabilities (`[k, vocab]`) of the tokens after the last `k`
 /// tokens of `local`, reading `local` alone.
 fn window_logp(frozen: &LlamaForCausalLM, local: &[u32], k: usize) -> Tensor<2> {
-    let n = local.len();
-    let f = frozen.forward(ids_tensor(local, &frozen.device()), 0, None, Rows::Plain);
-    log_probs(frozen, f.hidden.narrow(1, n - k, k))
+    let ids = ids_tensor(local, &frozen.device());
+    let f = frozen.forward_last(ids, 0, None, Rows::Plain, k);
+    log_probs(frozen, f.hidden)
 }
 
 /// Next-token log-probabilities (`[k, vocab]`) from last hidden rows `[1, k, hidden]`.
@@ -323,7 +323,7 @@ pub fn example_loss_with(
         if !frozen_tail.is_empty() {
             let rows = vec![frozen_tail.to_vec(); batch.len()];
             work.prompt_tokens += frozen_tail.len() * batch.len();
-            frozen.forward(
+            frozen.keys_values(
                 flat_ids(&rows, &frozen.device()),
                 s,
                 Some(&mut kv),
@@ -354,9 +354,9 @@ pub fn example_loss_with(
                 .collect();
             let ids = ids_tensor(&vec![tail[at]; batch.len()], &device).reshape([batch.len(), 1]);
             work.candidate_rows += batch.len();
-            let f = model.forward(ids, s + at, Some(&mut past), Rows::LastIsCandidate);
+            let new_kv = model.keys_values(ids, s + at, Some(&mut past), Rows::LastIsCandidate);
             step.push(Candidates(
-                f.new_kv
+                new_kv
                     .into_iter()
                     .map(|kv| (kv.cand_k.expect("candidate rows"), kv.v))
                     .collect(),
