@@ -43,6 +43,46 @@ impl LlamaForCausalLM {
     }
 }
 
+impl LlamaForCausalLM {
+    /// The local passes of `k = steps.len()` consecutive decoding steps as one batch (a
+    /// training example's targets): step `t` reads the first `ids.len() − k + 1 + t` tokens of
+    /// `ids` after its own candidates `steps[t]` (every step the same number), and its last
+    /// row's logits are row `t` of the result, `[k, vocab]`. The steps share one input: under
+    /// the causal mask a row reads only the tokens up to its own, so step `t`'s row sees
+    /// exactly its input, and the `k − 1 − t` rows after it are computed unread.
+    pub fn local_passes(&self, steps: &[Vec<&Candidates>], ids: &[u32]) -> Tensor<2> {
+        let k = steps.len();
+        assert!(
+            k > 0 && ids.len() >= k,
+            "{k} steps over {} tokens",
+            ids.len()
+        );
+        let prefixes: Vec<Vec<LayerKv>> = steps.iter().map(|c| self.candidate_prefix(c)).collect();
+        let mut past: Vec<LayerKv> = (0..self.model.layers.len())
+            .map(|l| LayerKv {
+                k: Tensor::cat(prefixes.iter().map(|p| p[l].k.clone()).collect(), 0),
+                v: Tensor::cat(prefixes.iter().map(|p| p[l].v.clone()).collect(), 0),
+            })
+            .collect();
+        let c = past[0].len();
+        let rows = vec![ids.to_vec(); k];
+        let f = self.forward_last(
+            batch_ids(&rows, &self.device()),
+            c,
+            Some(&mut past),
+            Rows::Plain,
+            k,
+        );
+        // Step t's last row is row t of the last k rows of batch element t.
+        let d = self.config().hidden_size;
+        let own: Vec<i64> = (0..k).map(|t| (t * k + t) as i64).collect();
+        let own = Tensor::<1, Int>::from_data(TensorData::new(own, [k]), &self.device());
+        let hidden = f.hidden.reshape([k * k, d]).select(0, own);
+        self.logits(hidden.unsqueeze())
+            .reshape([k, self.config().vocab_size])
+    }
+}
+
 impl CondensingModel for LlamaForCausalLM {
     type Cache = KvCache;
     type Candidates = Candidates;

@@ -363,19 +363,14 @@ pub fn example_loss_with(
             ));
         }
     }
+    // Step t's local pass reads the local input, the decoded tokens and y_1..y_t; the k
+    // passes run as one batch over the longest input.
     let mut local = plan.local_input(x, bos);
     local.extend_from_slice(&fed[..d]);
-    let mut logps = Vec::with_capacity(k);
-    for (t, step) in cands.iter().enumerate() {
-        if t > 0 {
-            local.push(ys[t - 1]);
-        }
-        work.local_tokens += local.len();
-        let refs: Vec<&Candidates> = step.iter().collect();
-        let (logits, _) = model.local_pass(&refs, &local);
-        logps.push(burn::tensor::activation::log_softmax(logits, 1));
-    }
-    let logp = Tensor::cat(logps, 0); // [k, vocab]
+    local.extend_from_slice(&ys[..k - 1]);
+    work.local_tokens += k * local.len();
+    let steps: Vec<Vec<&Candidates>> = cands.iter().map(|s| s.iter().collect()).collect();
+    let logp = burn::tensor::activation::log_softmax(model.local_passes(&steps, &local), 1); // [k, vocab]
     let targets = ids_tensor(ys, &device).reshape([k, 1]);
     let nll_t = logp.clone().gather(1, targets).neg().mean();
     let nll = f64::from(nll_t.clone().into_scalar::<f32>());
