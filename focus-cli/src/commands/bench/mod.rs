@@ -355,7 +355,7 @@ pub fn run(args: Args, quiet: bool) -> Result<()> {
         };
         let cfg = model.config();
         let cost = match (mode, phase) {
-            (BenchMode::Full, Phase::Prefill) => Some(cfg.pass_cost(1, len, 0, widths)),
+            (BenchMode::Full, Phase::Prefill) => Some(cfg.pass_cost(1, len, 0, 1, widths)),
             (BenchMode::Focus, Phase::Prefill) => Some(cfg.focus_prefill_cost(
                 &focus.with_max_batch(batch.unwrap_or(focus.max_batch)),
                 len,
