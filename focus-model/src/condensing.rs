@@ -41,9 +41,7 @@ impl LlamaForCausalLM {
             })
             .collect()
     }
-}
 
-impl LlamaForCausalLM {
     /// The local passes of `k = steps.len()` consecutive decoding steps as one batch (a
     /// training example's targets): step `t` reads the first `ids.len() − k + 1 + t` tokens of
     /// `ids` after its own candidates `steps[t]` (every step the same number), and its last

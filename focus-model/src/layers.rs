@@ -235,21 +235,14 @@ impl Attention {
         // The candidate's key before RoPE, as its own small tensor (a view into `k` would
         // keep the whole chunk's keys alive a second time).
         let cand_k = cand_k.map(|y| y.reshape([b, 1, hkv, hd]).swap_dims(1, 2));
-        if out == 0 {
-            if let Some(p) = past {
-                p.append(LayerKv {
-                    k: k_rot.clone(),
-                    v: v.clone(),
-                });
-            }
-            return (None, NewKv { k_rot, v, cand_k });
-        }
 
+        // The new rows join the cache; the queries, if any row's output is read, attend to
+        // all of it.
         let (k_all, v_all) = match past {
             Some(p) => {
                 // A cache kept in another float type (compact chunk caches) is read in the
                 // computation's, the new rows as computed.
-                let other = (p.k.dtype() != k_rot.dtype()).then(|| {
+                let other = (out > 0 && p.k.dtype() != k_rot.dtype()).then(|| {
                     (
                         Tensor::cat(vec![p.k.clone().cast(k_rot.dtype()), k_rot.clone()], 2),
                         Tensor::cat(vec![p.v.clone().cast(v.dtype()), v.clone()], 2),
@@ -264,6 +257,9 @@ impl Attention {
             None => (k_rot.clone(), v.clone()),
         };
         let new_kv = NewKv { k_rot, v, cand_k };
+        if out == 0 {
+            return (None, new_kv);
+        }
         // Queries only for the rows whose output is read, the last `out`, at their positions;
         // from here on `t` counts those rows.
         let last = |y: Tensor<2>| y.narrow(0, t - out, out);
